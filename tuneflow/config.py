@@ -1,0 +1,126 @@
+"""The one typed config of a retraining run.
+
+`RetrainConfig` is the flow's only parameter, so the Prefect UI renders it as a form and a bad value fails
+validation before any work starts. Each step receives only its part (`data`, `training`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Keras refuses smaller inputs for ResNet50 without its top: five stride-2 stages need at least 32 px.
+RESNET50_MIN_IMAGE_SIZE = 32
+WEIGHTS_CHOICES_TEXT = '"imagenet" (Keras downloads them), "none" (random initialisation) or a local weights file path'
+
+
+class DataSettings(BaseModel):
+    """How the archive becomes a train/val split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: list[str] | None = Field(
+        None,
+        description="Class folders to train on, e.g. ['apple_pie', 'pizza']. Empty: every class in the archive.",
+    )
+    val_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of each class held out for validation (0.2 gives 800/200 on Food-101's 1,000 per class).",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _at_least_two_distinct_classes(cls, classes: list[str] | None) -> list[str] | None:
+        if not classes:
+            return None
+        names = [name.strip() for name in classes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"classes lists {duplicates} more than once; name each class once")
+        if len(names) < 2:
+            raise ValueError(f"classes={names} names 1 class; a classifier needs at least 2 (or leave it empty for all)")
+        return names
+
+
+class TrainingSettings(BaseModel):
+    """How ResNet50 is fine-tuned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: str = Field(
+        "imagenet",
+        description=f"Initial ResNet50 weights: {WEIGHTS_CHOICES_TEXT}.",
+    )
+    image_size: int = Field(
+        224,
+        description="Side of the square images the network sees, in pixels (ResNet50 needs at least 32; "
+        "ImageNet weights were trained at 224).",
+        json_schema_extra={"minimum": RESNET50_MIN_IMAGE_SIZE, "maximum": 1024},
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per training step.")
+    epochs: int = Field(
+        5, ge=1, le=1000, description="Epochs training the new classification head on the frozen ResNet50 base."
+    )
+    fine_tune_epochs: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Further epochs with the whole base unfrozen at fine_tune_learning_rate (BatchNorm stays in "
+        "inference mode). 0 skips this phase. Ignored with weights='none', where everything trains from the start.",
+    )
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate while the base is frozen.")
+    fine_tune_learning_rate: float = Field(
+        1e-5, gt=0, le=1, description="Adam learning rate once the base is unfrozen: low, to keep pretrained features."
+    )
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classification layer.")
+
+    @field_validator("image_size")
+    @classmethod
+    def _resnet50_can_take_it(cls, size: int) -> int:
+        if size < RESNET50_MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size {size} is too small: ResNet50 needs at least {RESNET50_MIN_IMAGE_SIZE} px per side "
+                "(224 is what the ImageNet weights were trained at)"
+            )
+        if size > 1024:
+            raise ValueError(f"image_size {size} is larger than 1024 px; 224 is the usual choice for ResNet50")
+        return size
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, weights: str) -> str:
+        weights = weights.strip()
+        if weights.lower() in {"imagenet", "none"}:
+            return weights.lower()
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ValueError(f"weights {weights!r} is not a file; use {WEIGHTS_CHOICES_TEXT}")
+        return str(path.resolve())
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights != "none"
+
+
+class RetrainConfig(BaseModel):
+    """Everything one retraining run needs: where the photos are, how to split them, how to train."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(..., description="The dataset archive: path to a local dataset.zip.")
+    data: DataSettings = Field(default_factory=DataSettings, description="How the archive becomes train/val.")
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="How ResNet50 is fine-tuned.")
+    seed: int = Field(42, ge=0, description="Seed for the split, weight initialisation and shuffling.")
+    data_root: Path = Field(
+        Path("data"), description="Folder under which each run writes runs/<run id>/ and nothing else."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_given(cls, source: str) -> str:
+        if not source.strip():
+            raise ValueError("source is empty; give the path of a dataset.zip")
+        return source.strip()

@@ -56,3 +56,50 @@ def locate_local_archive(source: str) -> FetchedArchive:
 def fetch_dataset(source: str) -> FetchedArchive:
     """Locate the dataset archive named by the source and fingerprint it."""
     return locate_local_archive(source)
+
+
+# Keras' own ResNet50 "notop" weights: the file and checksum keras.applications.ResNet50(weights="imagenet") uses.
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_NOTOP_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_NOTOP_FILE}"
+IMAGENET_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The ImageNet weights could not be downloaded; the message names the alternatives."""
+
+
+def download_imagenet_weights() -> Path:
+    """Keras' ImageNet weights for ResNet50 without its top, from the Keras cache (KERAS_HOME) or downloaded."""
+    import keras
+
+    try:
+        return Path(
+            keras.utils.get_file(
+                IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
+            )
+        )
+    except Exception as error:  # Keras raises a bare Exception("URL fetch failure ...") when offline
+        raise WeightsUnavailableError(
+            f"could not get the ImageNet weights for ResNet50 from {IMAGENET_NOTOP_URL} ({error}). "
+            "Either train from random initialisation with weights='none', or download that file where the "
+            f"internet is reachable and give its path as weights=/path/to/{IMAGENET_NOTOP_FILE} (or copy it "
+            "into ~/.keras/models/)."
+        ) from error
+
+
+def resolve_weights(weights: str) -> Path | None:
+    """The local weights file to start from: downloaded for "imagenet", None for "none", the path otherwise."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return download_imagenet_weights()
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {weights!r} does not exist; give 'imagenet', 'none' or a file path")
+    return path
+
+
+@task(name="fetch-weights")
+def fetch_weights(weights: str) -> Path | None:
+    """Make the initial ResNet50 weights available locally (None: random initialisation)."""
+    return resolve_weights(weights)

@@ -1,0 +1,48 @@
+"""The retraining flow: fetch -> prepare -> fine-tune -> evaluate -> report, one call per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel
+
+from tasks.evaluate import evaluate_model
+from tasks.fetch import fetch_dataset, fetch_weights
+from tasks.prepare import prepare
+from tasks.report import write_report
+from tasks.train import fine_tune
+from tuneflow.config import RetrainConfig
+from tuneflow.runs import create_run_dir
+
+
+class RunSummary(BaseModel):
+    """What a retraining run produced: the flow's return value."""
+
+    run_dir: Path
+    accuracy: float
+    model_path: Path
+    report_path: Path
+    weights: str
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(config: RetrainConfig) -> RunSummary:
+    """Fine-tune ResNet50 on the configured dataset.zip and report how well it does."""
+    run_dir = create_run_dir(config.data_root)
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
+
+    archive = fetch_dataset(config.source)
+    weights_path = fetch_weights(config.training.weights)
+    dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed)
+    trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir)
+    evaluation = evaluate_model(trained, dataset, archive, run_dir)
+    report_path = write_report(run_dir, config, archive, dataset, trained, evaluation)
+
+    return RunSummary(
+        run_dir=run_dir,
+        accuracy=evaluation.accuracy,
+        model_path=trained.model_path,
+        report_path=report_path,
+        weights=config.training.weights,
+    )

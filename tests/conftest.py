@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated Prefect test server and tiny generated datasets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before Prefect or Keras is imported anywhere: keep their state out of the user's home and off the network.
+_STATE = Path(tempfile.mkdtemp(prefix="tuneflow-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["KERAS_HOME"] = str(_STATE / "keras")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+
+import pytest  # noqa: E402
+
+from tuneflow.sample import write_sample_dataset  # noqa: E402
+
+TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A temporary Prefect server (SQLite) for every test that runs a flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory) -> Path:
+    """A Food-101-layout zip: 3 classes x 10 drawn 32-px images."""
+    return write_sample_dataset(
+        tmp_path_factory.mktemp("tiny") / "dataset.zip", images_per_class=10, image_size=32, classes=TINY_CLASSES
+    )

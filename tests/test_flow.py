@@ -1,0 +1,121 @@
+"""The retrain flow end to end on tiny generated data, under a real (temporary) Prefect server."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tuneflow.cli import main
+from tuneflow.config import DataSettings, RetrainConfig, TrainingSettings
+
+pytestmark = pytest.mark.slow
+
+TINY_TRAINING = TrainingSettings(weights="none", image_size=32, batch_size=4, epochs=1)
+RUN_FILES = ["config.json", "model.keras", "classes.json", "history.csv", "metrics.json", "predictions.csv", "report.md"]
+
+
+def tiny_config(archive: Path, data_root: Path, **changes) -> RetrainConfig:
+    return RetrainConfig(source=str(archive), data_root=data_root, training=TINY_TRAINING, **changes)
+
+
+@pytest.fixture(scope="module")
+def two_runs(prefect_server, tiny_archive, tmp_path_factory):
+    """The same config run twice into one data root."""
+    from flows.retrain import retrain
+
+    data_root = tmp_path_factory.mktemp("data")
+    config = tiny_config(tiny_archive, data_root)
+    return retrain(config), retrain(config)
+
+
+def split_listing(run_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(run_dir / "dataset")) for p in (run_dir / "dataset").rglob("*.jpg"))
+
+
+def test_run_folder_holds_every_output(two_runs):
+    summary = two_runs[0]
+    for name in RUN_FILES:
+        assert (summary.run_dir / name).is_file(), f"{name} missing from {summary.run_dir}"
+    assert summary.run_dir.parent.name == "runs"
+    assert json.loads((summary.run_dir / "classes.json").read_text()) == ["apple_pie", "pizza", "sashimi"]
+    report = (summary.run_dir / "report.md").read_text()
+    assert f"{summary.accuracy:.2%}" in report
+    assert summary.report_path == summary.run_dir / "report.md"
+
+
+def test_accuracy_is_the_share_of_correct_predictions(two_runs):
+    run_dir = two_runs[0].run_dir
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(predictions) == metrics["num_images"] == 6  # 2 of 10 per class held out, 3 classes
+    assert metrics["accuracy"] == pytest.approx((predictions["true_class"] == predictions["predicted_class"]).mean())
+    assert metrics["accuracy"] == pytest.approx(predictions["correct"].mean())
+    probabilities = predictions[["p_apple_pie", "p_pizza", "p_sashimi"]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (predictions["predicted_class"] == np.array(["apple_pie", "pizza", "sashimi"])[probabilities.argmax(1)]).all()
+    assert metrics["data"]["md5"] and metrics["data"]["source"].endswith("dataset.zip")
+
+
+def test_predict_matches_the_evaluation_row(two_runs, capsys):
+    run_dir = two_runs[0].run_dir
+    row = pd.read_csv(run_dir / "predictions.csv").iloc[0]
+    assert main(["predict", str(run_dir), str(run_dir / "dataset" / row["path"])]) == 0
+    printed = eval(capsys.readouterr().out.strip())  # the notebook's format: a list of (class, probability)
+    assert [p for _, p in printed] == sorted((p for _, p in printed), reverse=True)
+    for class_name, probability in printed:
+        assert probability == pytest.approx(row[f"p_{class_name}"], rel=1e-3, abs=1e-6)
+
+
+def test_split_is_stratified_and_the_same_for_the_same_seed(two_runs, tiny_archive):
+    first, second = (summary.run_dir for summary in two_runs)
+    assert split_listing(first) == split_listing(second)
+    for class_name in ["apple_pie", "pizza", "sashimi"]:
+        assert len(list((first / "dataset" / "train" / class_name).iterdir())) == 8
+        assert len(list((first / "dataset" / "val" / class_name).iterdir())) == 2
+    with zipfile.ZipFile(tiny_archive) as archive:
+        in_zip = {Path(name).name for name in archive.namelist() if name.endswith(".jpg")}
+    assert {Path(p).name for p in split_listing(first)} == in_zip
+
+
+def test_second_run_gets_its_own_folder(two_runs):
+    first, second = (summary.run_dir for summary in two_runs)
+    assert first != second and first.parent == second.parent
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, second.name])
+
+
+def test_missing_source_fails_with_its_path(prefect_server, tmp_path):
+    from flows.retrain import retrain
+
+    with pytest.raises(FileNotFoundError, match="does not exist.*tuneflow sample"):
+        retrain(tiny_config(tmp_path / "nope.zip", tmp_path / "data"))
+
+
+def test_file_that_is_not_a_zip_is_refused(prefect_server, tmp_path):
+    from flows.retrain import retrain
+
+    not_zip = tmp_path / "dataset.zip"
+    not_zip.write_text("this is a text file")
+    with pytest.raises(ValueError, match="is not a zip archive"):
+        retrain(tiny_config(not_zip, tmp_path / "data"))
+
+
+def test_unknown_class_lists_the_available_ones(prefect_server, tiny_archive, tmp_path):
+    from flows.retrain import retrain
+
+    config = tiny_config(tiny_archive, tmp_path / "data", data=DataSettings(classes=["apple_pie", "piza"]))
+    with pytest.raises(ValueError, match=r"class 'piza' is not in the archive; it has \['apple_pie', 'pizza', 'sashimi'\]\. Did you mean 'pizza'\?"):
+        retrain(config)
+
+
+def test_archive_with_one_class_is_refused(prefect_server, tmp_path):
+    from flows.retrain import retrain
+    from tuneflow.sample import write_sample_dataset
+
+    one_class = write_sample_dataset(tmp_path / "one.zip", images_per_class=4, image_size=32, classes=("pizza",))
+    with pytest.raises(ValueError, match="only the class \\['pizza'\\]; a classifier needs at least 2"):
+        retrain(tiny_config(one_class, tmp_path / "data"))

@@ -1,0 +1,220 @@
+"""The `tuneflow` command: sample, retrain, predict, demo.
+
+`retrain`'s options are generated from RetrainConfig's fields, so the CLI, the Prefect UI form and the config
+can never disagree about a setting's name, meaning or default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from tuneflow.config import DataSettings, RetrainConfig, TrainingSettings
+
+DEMO_DATA_ROOT = Path("data")
+DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
+# Sized to finish well inside a few minutes on 2 CPU cores.
+DEMO_SAMPLE = {"images_per_class": 60, "image_size": 96}
+DEMO_TRAINING = {"image_size": 64, "batch_size": 16, "epochs": 5}
+DEMO_PRETRAINED_TRAINING = {"image_size": 96, "batch_size": 16, "epochs": 3, "fine_tune_epochs": 2}
+
+# (config section, settings model); None is the top level of RetrainConfig.
+CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
+    (None, RetrainConfig),
+    ("data", DataSettings),
+    ("training", TrainingSettings),
+]
+NESTED_FIELDS = {"data", "training"}
+
+
+def _option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per config field, help text and default taken from the field itself."""
+    for section, model in CONFIG_SECTIONS:
+        group = parser.add_argument_group(f"{section} settings" if section else "run settings")
+        for name, field in model.model_fields.items():
+            if section is None and name in NESTED_FIELDS:
+                continue
+            default = field.default if field.default is not None else "all"
+            if isinstance(default, list):
+                default = ",".join(default)
+            suffix = " (comma-separated)" if name == "classes" else ""
+            group.add_argument(
+                _option_name(name),
+                dest=f"{section}.{name}" if section else name,
+                required=field.is_required(),
+                metavar=name.upper(),
+                help=f"{field.description}{suffix} Default: {default}." if not field.is_required() else field.description,
+            )
+
+
+def config_from_options(options: argparse.Namespace) -> RetrainConfig:
+    """Collect the given options into the nested config shape and validate it."""
+    values: dict = {"data": {}, "training": {}}
+    for key, value in vars(options).items():
+        if value is None or key in {"command", "handler"}:
+            continue
+        if "." in key:
+            section, name = key.split(".", 1)
+            values[section][name] = [c for c in value.split(",") if c.strip()] if name == "classes" else value
+        else:
+            values[key] = value
+    return RetrainConfig.model_validate(values)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "settings"
+        lines.append(f"  {location}: {problem['msg'].removeprefix('Value error, ')}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def run_retrain(config: RetrainConfig):
+    from flows.retrain import retrain  # imports TensorFlow and Prefect: only when a run is asked for
+
+    return retrain(config)
+
+
+def command_retrain(options: argparse.Namespace) -> int:
+    try:
+        config = config_from_options(options)
+    except ValidationError as error:
+        print(f"tuneflow retrain: {describe_validation_error(error)}", file=sys.stderr)
+        return 2
+    summary = run_retrain(config)
+    print(f"validation accuracy {summary.accuracy:.2%}; report: {summary.report_path}")
+    return 0
+
+
+def format_probabilities(classes: list[str], probabilities) -> str:
+    """The notebook's output: [('apple_pie', 0.9993), ('french_toast', 0.00065), ...], high to low."""
+    ranked = sorted(zip(classes, (float(p) for p in probabilities)), key=lambda pair: pair[1], reverse=True)
+    return repr([(name, float(f"{p:.4g}")) for name, p in ranked])
+
+
+def command_predict(options: argparse.Namespace) -> int:
+    from tuneflow.model import load_classifier, load_images, predict_probabilities
+
+    image = Path(options.image)
+    if not image.is_file():
+        print(f"tuneflow predict: image {str(image)!r} does not exist", file=sys.stderr)
+        return 2
+    try:
+        model, classes = load_classifier(Path(options.model))
+    except FileNotFoundError as error:
+        print(f"tuneflow predict: {error}", file=sys.stderr)
+        return 2
+    try:
+        pixels = load_images([image], int(model.input_shape[1]))
+    except Exception as error:  # TensorFlow reports undecodable files as InvalidArgumentError
+        print(f"tuneflow predict: cannot read {str(image)!r} as an image (JPEG, PNG, GIF or BMP): {error}", file=sys.stderr)
+        return 2
+    print(format_probabilities(classes, predict_probabilities(model, pixels)[0]))
+    return 0
+
+
+def command_sample(options: argparse.Namespace) -> int:
+    from tuneflow.sample import write_sample_dataset
+
+    path = write_sample_dataset(
+        Path(options.path), images_per_class=options.images_per_class, image_size=options.image_size, seed=options.seed
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def command_demo(options: argparse.Namespace) -> int:
+    from tasks.fetch import WeightsUnavailableError, download_imagenet_weights
+    from tuneflow.sample import write_sample_dataset
+
+    started = time.perf_counter()
+    data_root = Path(options.data_root)
+    archive = write_sample_dataset(data_root / "sample" / "dataset.zip", **DEMO_SAMPLE)
+    print(f"demo: generated the sample dataset {archive}")
+    try:
+        weights_file = download_imagenet_weights()
+        weights, training = "imagenet", DEMO_PRETRAINED_TRAINING
+        print(f"demo: using the ImageNet weights from {weights_file}")
+    except WeightsUnavailableError as error:
+        weights, training = "none", DEMO_TRAINING
+        print(
+            "demo: *** the ImageNet weights are unreachable from this machine ***\n"
+            f"demo: {error}\n"
+            "demo: so THIS DEMO trains ResNet50 from random weights (weights='none'); "
+            "`tuneflow retrain` itself never falls back like this, it fails."
+        )
+    config = RetrainConfig(
+        source=str(archive), data_root=data_root, training=TrainingSettings(weights=weights, **training)
+    )
+    summary = run_retrain(config)
+    print(
+        f"demo: done in {time.perf_counter() - started:.0f} s. Weights: "
+        f"{'ImageNet' if weights == 'imagenet' else 'random initialisation (ImageNet unreachable)'}.\n"
+        f"demo: validation accuracy {summary.accuracy:.2%}\n"
+        f"demo: report {summary.report_path}\n"
+        f"demo: model  {summary.model_path}  (try: tuneflow predict {summary.run_dir} IMAGE)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuneflow", description="Keep an image classifier fine-tuned on your own photos (ResNet50 + Prefect)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="run the retrain flow: dataset.zip -> split -> fine-tune ResNet50 -> evaluate -> report",
+        description="Run the retrain flow once. Every run writes only under DATA_ROOT/runs/<run id>/.",
+    )
+    add_config_options(retrain)
+    retrain.set_defaults(handler=command_retrain)
+
+    predict = commands.add_parser(
+        "predict",
+        help="print class probabilities for one image, high to low",
+        description="Print an image's class probabilities, sorted high to low, as the reference notebook did.",
+    )
+    predict.add_argument("model", metavar="RUN_OR_MODEL_DIR", help="a run folder (data/runs/<id>) or a folder with model.keras and classes.json")
+    predict.add_argument("image", metavar="IMAGE", help="a JPEG, PNG, GIF or BMP file")
+    predict.set_defaults(handler=command_predict)
+
+    sample = commands.add_parser(
+        "sample",
+        help="generate the sample dataset.zip (procedurally drawn dishes, Food-101 layout)",
+        description="Write a deterministic dataset.zip of drawn dishes in Food-101's layout: "
+        "food-101/images/<class>/<id>.jpg plus food-101/meta/.",
+    )
+    sample.add_argument("path", nargs="?", default=str(DEMO_ARCHIVE), help=f"where to write the zip. Default: {DEMO_ARCHIVE}.")
+    sample.add_argument("--images-per-class", type=int, default=60, help="images drawn per class. Default: 60.")
+    sample.add_argument("--image-size", type=int, default=128, help="side of each image in pixels. Default: 128.")
+    sample.add_argument("--seed", type=int, default=0, help="drawing seed; the same seed gives the same zip. Default: 0.")
+    sample.set_defaults(handler=command_sample)
+
+    demo = commands.add_parser(
+        "demo",
+        help="generate the sample dataset and run the flow on it end to end",
+        description="Generate the sample dataset and run the retrain flow on it. Uses the ImageNet weights when "
+        "they can be downloaded; where they cannot, says so and trains from random weights (the demo only).",
+    )
+    demo.add_argument("--data-root", default=str(DEMO_DATA_ROOT), help=f"where the sample and the run go. Default: {DEMO_DATA_ROOT}.")
+    demo.set_defaults(handler=command_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    return options.handler(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

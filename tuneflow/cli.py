@@ -19,7 +19,7 @@ DEMO_DATA_ROOT = Path("data")
 DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
 # Sized to finish well inside a few minutes on 2 CPU cores.
 DEMO_SAMPLE = {"images_per_class": 60, "image_size": 96}
-DEMO_TRAINING = {"image_size": 64, "batch_size": 16, "epochs": 5}
+DEMO_TRAINING = {"image_size": 48, "batch_size": 16, "epochs": 5}
 DEMO_PRETRAINED_TRAINING = {"image_size": 96, "batch_size": 16, "epochs": 3, "fine_tune_epochs": 2}
 
 # (config section, settings model); None is the top level of RetrainConfig.

@@ -65,7 +65,7 @@ class TrainingSettings(BaseModel):
         5, ge=1, le=1000, description="Epochs training the new classification head on the frozen ResNet50 base."
     )
     fine_tune_epochs: int = Field(
-        0,
+        5,
         ge=0,
         le=1000,
         description="Further epochs with the whole base unfrozen at fine_tune_learning_rate (BatchNorm stays in "

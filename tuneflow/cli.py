@@ -18,7 +18,7 @@ from tuneflow.config import DataSettings, RetrainConfig, TrainingSettings
 DEMO_DATA_ROOT = Path("data")
 DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
 # Sized to finish well inside a few minutes on 2 CPU cores.
-DEMO_SAMPLE = {"images_per_class": 60, "image_size": 96}
+DEMO_SAMPLE = {"images_per_class": 40, "image_size": 96}
 DEMO_TRAINING = {"image_size": 48, "batch_size": 16, "epochs": 5}
 DEMO_PRETRAINED_TRAINING = {"image_size": 96, "batch_size": 16, "epochs": 3, "fine_tune_epochs": 2}
 

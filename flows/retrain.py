@@ -13,7 +13,7 @@ from tasks.prepare import prepare
 from tasks.report import write_report
 from tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
-from tuneflow.runs import create_run_dir
+from tuneflow.runs import open_run_dir
 
 
 class RunSummary(BaseModel):
@@ -29,7 +29,7 @@ class RunSummary(BaseModel):
 @flow(name="retrain", log_prints=True)
 def retrain(config: RetrainConfig) -> RunSummary:
     """Fine-tune ResNet50 on the configured dataset.zip and report how well it does."""
-    run_dir = create_run_dir(config.data_root)
+    run_dir = open_run_dir(config.data_root, config.resume_run_id)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
 
     archive = fetch_dataset(config.source)

@@ -16,6 +16,8 @@ from tuneflow.config import DataSettings
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
 NOISE_FOLDERS = {"__MACOSX"}
 SPLITS = ("train", "val")
+# Written last inside the dataset folder: its presence means the extraction finished.
+PREPARED_RECORD = "prepared.json"
 
 
 class Split(BaseModel):
@@ -104,12 +106,17 @@ def extract_split(archive: Path, split: Split, dest: Path) -> PreparedDataset:
                         suffix += 1
                     with zipped.open(member) as source, target.open("wb") as sink:
                         shutil.copyfileobj(source, sink)
-    partial.rename(dest)
     counts = {name: {c: len(m) for c, m in getattr(split, name).items()} for name in SPLITS}
-    return PreparedDataset(root=dest, classes=sorted(split.train), counts=counts)
+    prepared = PreparedDataset(root=dest, classes=sorted(split.train), counts=counts)
+    (partial / PREPARED_RECORD).write_text(prepared.model_dump_json(indent=2))
+    partial.rename(dest)
+    return prepared
 
 
 def prepare_dataset(archive: Path, dest: Path, settings: DataSettings, seed: int) -> PreparedDataset:
+    """Split and extract the archive into dest; a resumed run finds dest complete and reuses it."""
+    if (dest / PREPARED_RECORD).is_file():
+        return PreparedDataset.model_validate_json((dest / PREPARED_RECORD).read_text())
     by_class = select_classes(list_images_by_class(archive), settings.classes)
     return extract_split(archive, split_files(by_class, settings.val_fraction, seed), dest)
 

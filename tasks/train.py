@@ -1,171 +1,171 @@
-"""Train step: fine-tune ResNet50 on the prepared dataset, the Keras transfer-learning way.
+"""Train step: fine-tune ResNet50 in a separate process, its progress streamed into the Prefect run.
 
-Phase 1 trains only the new head on the frozen base; phase 2 (optional) unfreezes the base at a low learning
-rate with BatchNorm kept in inference mode. From random weights ("none") there is nothing to protect, so the
-whole network trains from the first step.
+The process is stopped (its whole process group) whenever this step ends early: a timeout, a cancelled flow, an
+exception. A restarted run continues from the run folder's last checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
-import pandas as pd
-import tensorflow as tf
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
-from pydantic import BaseModel
 
 from tasks.prepare import PreparedDataset
 from tuneflow.config import TrainingSettings
-from tuneflow.model import build_classifier, decode_image, save_classifier
+from tuneflow.train_worker import TrainingJob
+from tuneflow.training import RESULT_FILE, TrainedModel, list_split  # noqa: F401  (list_split: evaluate's too)
 
-HISTORY_FILE = "history.csv"
-# Decoded images are cached in memory below this size, on disk in the run folder above it.
-MEMORY_CACHE_LIMIT_BYTES = 2 * 1024**3
-
-
-class TrainedModel(BaseModel):
-    """Where the trained model and its history were written, and how training went."""
-
-    model_path: Path
-    classes: list[str]
-    history_path: Path
-    epochs_run: int
-    train_images: int
-    seconds: float
-    images_per_second: float
+JOB_FILE = "train_job.json"
+LOG_FILE = "train.log"
+PID_FILE = "train.pid"
+# How long a stopped training process gets to exit on SIGTERM before SIGKILL.
+TERMINATE_GRACE_SECONDS = 10
+LOG_TAIL_LINES = 30
 
 
-def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[str], list[int]]:
-    """File paths and class indices of one split, in a stable order."""
-    paths: list[str] = []
-    labels: list[int] = []
-    for index, name in enumerate(classes):
-        files = sorted(p for p in (root / split / name).iterdir() if p.is_file())
-        paths += [str(p) for p in files]
-        labels += [index] * len(files)
-    return paths, labels
+class TrainingFailed(RuntimeError):
+    """The training process exited with an error; the message carries the end of its log."""
 
 
-def make_input_pipeline(
-    paths: list[str],
-    labels: list[int],
-    num_classes: int,
-    image_size: int,
-    batch_size: int,
-    seed: int,
-    cache_dir: Path,
-    shuffle: bool,
-) -> tf.data.Dataset:
-    """Parallel decode + resize, decoded images cached once, seeded shuffle every epoch, batch, prefetch."""
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(
-        lambda path, label: (decode_image(tf.io.read_file(path), image_size), tf.one_hot(label, num_classes)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    decoded_bytes = len(paths) * image_size * image_size * 3
-    if decoded_bytes <= MEMORY_CACHE_LIMIT_BYTES:
-        dataset = dataset.cache()
-    else:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        dataset = dataset.cache(str(cache_dir / "decoded"))
-    if shuffle:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    return dataset.map(lambda images, y: (tf.cast(images, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM the training process group, SIGKILL it if it lingers."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(TERMINATE_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
 
 
-class EpochLog(keras.callbacks.Callback):
-    """One log line per finished epoch, so progress shows in the Prefect run's logs."""
-
-    def __init__(self, phase: str, log: Callable[[str], None]):
-        super().__init__()
-        self.phase = phase
-        self.log = log
-        self.started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        values = ", ".join(f"{key} {value:.4f}" for key, value in sorted((logs or {}).items()))
-        self.log(f"{self.phase} epoch {epoch + 1}: {values} ({time.perf_counter() - self.started:.1f} s)")
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def fine_tune_model(
-    dataset: PreparedDataset,
-    settings: TrainingSettings,
-    weights_path: Path | None,
-    seed: int,
-    run_dir: Path,
-    log: Callable[[str], None] = logging.getLogger(__name__).info,
+def run_training_process(
+    job: TrainingJob,
+    on_event: Callable[[dict], None],
+    timeout_seconds: float | None = None,
+    env: dict[str, str] | None = None,
 ) -> TrainedModel:
-    """Train the classifier on dataset.root/train, validating on dataset.root/val; save it into run_dir."""
-    keras.utils.set_random_seed(seed)
-    classes = dataset.classes
-    train_paths, train_labels = list_split(dataset.root, "train", classes)
-    val_paths, val_labels = list_split(dataset.root, "val", classes)
-    pipeline = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed)
-    train_data = make_input_pipeline(train_paths, train_labels, cache_dir=run_dir / "cache" / "train", shuffle=True, **pipeline)
-    val_data = make_input_pipeline(val_paths, val_labels, cache_dir=run_dir / "cache" / "val", shuffle=False, **pipeline)
-
-    model, base = build_classifier(len(classes), settings.image_size, weights_path, settings.dropout, seed)
-    log(
-        f"training ResNet50 on {len(train_paths)} images in {len(classes)} classes, validating on "
-        f"{len(val_paths)}; weights: {weights_path or 'random initialisation'}; {settings.image_size} px"
-    )
-    phases = [("head" if weights_path else "full", settings.learning_rate, settings.epochs, weights_path is None)]
-    if weights_path is not None and settings.fine_tune_epochs > 0:
-        phases.append(("fine-tune", settings.fine_tune_learning_rate, settings.fine_tune_epochs, True))
-
-    histories: list[pd.DataFrame] = []
-    epochs_done = 0
-    started = time.perf_counter()
-    for phase, learning_rate, epochs, base_trainable in phases:
-        base.trainable = base_trainable
-        # Recompiling after changing `trainable` is what makes Keras pick up the new set of trained weights.
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(),
-            metrics=["accuracy"],
+    """Run tuneflow.train_worker on the job; call on_event for each event; stop it on timeout or any exit."""
+    run_dir = job.run_dir
+    job_path = run_dir / JOB_FILE
+    job_path.write_text(job.model_dump_json(indent=2))
+    log_path = run_dir / LOG_FILE
+    # The worker must import this very code, wherever it is installed or checked out.
+    code_root = str(Path(__file__).resolve().parent.parent)
+    python_path = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tuneflow.train_worker", str(job_path)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,  # its own process group, so stopping it stops anything it started
+            env={**os.environ, "PYTHONPATH": python_path, **(env or {})},
+            text=True,
         )
-        history = model.fit(
-            train_data,
-            validation_data=val_data,
-            initial_epoch=epochs_done,
-            epochs=epochs_done + epochs,
-            verbose=0,
-            callbacks=[EpochLog(phase, log)],
-        )
-        frame = pd.DataFrame(history.history)
-        frame.insert(0, "epoch", range(epochs_done + 1, epochs_done + 1 + len(frame)))
-        frame.insert(1, "phase", phase)
-        histories.append(frame)
-        epochs_done += epochs
-    seconds = time.perf_counter() - started
+    (run_dir / PID_FILE).write_text(f"{process.pid}\n")
+    lines: queue.Queue[str | None] = queue.Queue()
 
-    history_path = run_dir / HISTORY_FILE
-    pd.concat(histories, ignore_index=True).to_csv(history_path, index=False)
-    model_path = save_classifier(model, classes, run_dir)
-    return TrainedModel(
-        model_path=model_path,
-        classes=classes,
-        history_path=history_path,
-        epochs_run=epochs_done,
-        train_images=len(train_paths),
-        seconds=round(seconds, 2),
-        images_per_second=round(len(train_paths) * epochs_done / seconds, 2),
-    )
+    def read_stdout() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read_stdout, name="training-stdout", daemon=True).start()
+    deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    result: TrainedModel | None = None
+    try:
+        while True:
+            if deadline and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"training exceeded its timeout of {timeout_seconds:.0f} s; process {process.pid} was stopped. "
+                    f"Its checkpoints are in {run_dir}; continue with resume_run_id={run_dir.name!r}"
+                )
+            try:
+                # A short wait keeps this loop responsive to timeouts and to Prefect cancelling the task.
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                on_event({"event": "output", "line": line.rstrip()})
+                continue
+            if event.get("event") == "done":
+                result = TrainedModel.model_validate(event["result"])
+            on_event(event)
+        process.wait()
+    finally:
+        stop_process_group(process)
+    if process.returncode != 0 or result is None:
+        raise TrainingFailed(
+            f"the training process exited with code {process.returncode}; the end of {log_path}:\n{log_tail(log_path)}"
+        )
+    return result
+
+
+def describe_event(event: dict) -> str | None:
+    """A log line for the events people want in the run's logs (epochs, start, resume); None for the rest."""
+    kind = event.get("event")
+    if kind == "start":
+        resumed = f", resuming after epoch {event['resumed_from_epoch']}" if event["resumed_from_epoch"] else ""
+        return (
+            f"training on {', '.join(event['devices'])} ({event['replicas']} replica(s), {event['precision']}): "
+            f"{event['train_images']} train / {event['val_images']} val images, {len(event['classes'])} classes, "
+            f"weights {event['weights']}, {event['total_epochs']} epochs{resumed}"
+        )
+    if kind == "epoch":
+        metrics = ", ".join(
+            f"{key} {event[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in event
+        )
+        return f"{event['phase']} epoch {event['epoch']}/{event['total_epochs']}: {metrics} ({event['seconds']:.1f} s)"
+    if kind == "resumed":
+        return f"restored the checkpoint after epoch {event['epochs_done']} (phase {event['phase']})"
+    if kind == "output":
+        return event["line"]
+    return None
 
 
 @task(name="fine-tune")
 def fine_tune(
     dataset: PreparedDataset, settings: TrainingSettings, weights_path: Path | None, seed: int, run_dir: Path
 ) -> TrainedModel:
-    """Fine-tune ResNet50 on the prepared dataset and save model.keras into the run folder."""
-    return fine_tune_model(dataset, settings, weights_path, seed, run_dir, log=get_run_logger().info)
+    """Fine-tune ResNet50 in its own process; log each epoch and move a progress artifact while it trains."""
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(progress=0.0, key="training-progress", description=f"training {run_dir.name}")
+
+    def on_event(event: dict) -> None:
+        message = describe_event(event)
+        if message:
+            logger.log(logging.DEBUG if event["event"] == "output" else logging.INFO, message)
+        if event["event"] in {"progress", "epoch"}:
+            done = event.get("epochs_done", event.get("epoch", 0))
+            update_progress_artifact(progress_id, progress=min(100.0, 100.0 * done / event["total_epochs"]))
+
+    timeout = settings.timeout_minutes * 60 if settings.timeout_minutes else None
+    return run_training_process(
+        TrainingJob(dataset=dataset, settings=settings, weights_path=weights_path, seed=seed, run_dir=run_dir),
+        on_event,
+        timeout_seconds=timeout,
+    )

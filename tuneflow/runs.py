@@ -25,3 +25,16 @@ def create_run_dir(data_root: Path) -> Path:
             return run_dir.resolve()
         except FileExistsError:
             continue
+
+
+def open_run_dir(data_root: Path, resume_run_id: str | None) -> Path:
+    """The folder of an interrupted run to continue, or a fresh one."""
+    if resume_run_id is None:
+        return create_run_dir(data_root)
+    run_dir = Path(data_root) / RUNS_FOLDER / resume_run_id
+    if not run_dir.is_dir():
+        existing = sorted(p.name for p in (Path(data_root) / RUNS_FOLDER).glob("*") if p.is_dir())[-5:]
+        raise FileNotFoundError(
+            f"no run folder {str(run_dir)!r} to resume; recent runs under {data_root}/{RUNS_FOLDER}: {existing}"
+        )
+    return run_dir.resolve()

@@ -94,6 +94,7 @@ class RequestRecord:
     range: str | None
     status: int
     query: dict[str, str]
+    fault: str | None = None  # the injected fault that hit this request, if any
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -427,8 +428,13 @@ class _Handler(BaseHTTPRequestHandler):
             {"error": {"code": status, "message": message, "errors": [{"domain": domain, "reason": reason, "message": message}]}},
         )
 
-    def _log(self, route: str, file_id: str | None, status: int, query: dict[str, str]) -> None:
-        self.emulator._record(RequestRecord(route, self.command, file_id, self.headers.get("Range"), status, query))
+    def _log(
+        self, route: str, file_id: str | None, status: int, query: dict[str, str], fault: Fault | None = None
+    ) -> None:
+        record = RequestRecord(
+            route, self.command, file_id, self.headers.get("Range"), status, query, fault.kind if fault else None
+        )
+        self.emulator._record(record)
 
     def _drain_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -512,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         fault = self.emulator._take_fault(route, file_id)
         if fault and fault.kind == "error":
-            self._log(route, file_id, fault.status, query)
+            self._log(route, file_id, fault.status, query, fault)
             self._send_error(fault.status, fault.reason, fault.message, "usageLimits" if "RateLimit" in fault.reason else "global")
             return
         if fault and fault.kind == "stall" and route != "media":
@@ -596,7 +602,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 status = 206
         length = last - first + 1
-        self._log("media", file.id, status, query)
+        self._log("media", file.id, status, query, fault)
         self.send_response(status)
         self.send_header("Content-Type", file.mime_type)
         self.send_header("Content-Length", str(length))

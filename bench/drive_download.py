@@ -48,19 +48,20 @@ child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
 out = child.stdout.read()
 _, status, usage = os.wait4(child.pid, 0)
 print(json.dumps({"wall": time.perf_counter() - started, "rss_kib": usage.ru_maxrss,
+                  "cpu": usage.ru_utime + usage.ru_stime,
                   "code": os.waitstatus_to_exitcode(status), "out": out}))
 """
 
 
-def run_child(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB, stdout) of one child process."""
+def run_child(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds, peak RSS in MB, stdout) of one child process."""
     launched = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *command], env=env, capture_output=True, text=True)
     if launched.returncode != 0:
         raise SystemExit(f"launcher failed:\n{launched.stderr}")
     report = json.loads(launched.stdout)
     if report["code"] != 0:
         raise SystemExit(f"{command[0]} failed with exit code {report['code']}:\n{report['out']}")
-    return report["wall"], report["rss_kib"] / 1024, report["out"]  # ru_maxrss is in KiB on Linux
+    return report["wall"], report["cpu"], report["rss_kib"] / 1024, report["out"]  # ru_maxrss is in KiB on Linux
 
 
 def child_main(key_file: str, endpoint: str, file_id: str, cache_dir: str, chunk_mib: str) -> None:
@@ -113,26 +114,26 @@ def main() -> None:
 
             def run_ours(round_number: int) -> None:
                 cache = work / f"cache-{round_number}"
-                wall, rss, out = run_child(
+                wall, cpu, rss, out = run_child(
                     [sys.executable, __file__, "--child", str(key_file), emulator.api_endpoint, file_id, str(cache), chunk_mib],
                     env,
                 )
                 report = json.loads(out.strip().splitlines()[-1])
                 assert report["bytes"] == size and report["downloaded"]
-                ours.append((report["seconds"], wall, rss))
+                ours.append((report["seconds"], wall, cpu, rss))
                 shutil.rmtree(cache)
 
             def run_curl(round_number: int) -> None:
                 target = work / f"curl-{round_number}.zip"
-                wall, rss, _ = run_child(
+                wall, cpu, rss, _ = run_child(
                     [curl, "-sS", "--fail", "-H", f"Authorization: Bearer {token}", "-o", str(target), url], env
                 )
                 assert target.stat().st_size == size
-                theirs.append((wall, wall, rss))
+                theirs.append((wall, wall, cpu, rss))
                 target.unlink()
 
-            ours: list[tuple[float, float, float]] = []
-            theirs: list[tuple[float, float, float]] = []
+            ours: list[tuple[float, float, float, float]] = []  # (seconds, wall, cpu, rss)
+            theirs: list[tuple[float, float, float, float]] = []
             for round_number in range(1, args.rounds + 1):
                 # Alternate who goes first, and let the previous client's writes settle before the next starts.
                 order = (run_ours, run_curl) if round_number % 2 else (run_curl, run_ours)
@@ -141,8 +142,8 @@ def main() -> None:
                     run(round_number)
                 print(
                     f"round {round_number}: tuneflow.drive {size / ours[-1][0] / 2**20:7.1f} MiB/s "
-                    f"(peak {ours[-1][2]:.0f} MB) | curl {size / theirs[-1][0] / 2**20:7.1f} MiB/s "
-                    f"(peak {theirs[-1][2]:.0f} MB)",
+                    f"(CPU {ours[-1][2]:.1f} s, peak {ours[-1][3]:.0f} MB) | curl {size / theirs[-1][0] / 2**20:7.1f} "
+                    f"MiB/s (CPU {theirs[-1][2]:.1f} s, peak {theirs[-1][3]:.0f} MB) | load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
 
@@ -151,15 +152,16 @@ def main() -> None:
         ours_speed = size / best_ours[0] / 2**20
         ours_wall_speed = size / best_ours[1] / 2**20
         curl_speed = size / best_curl[0] / 2**20
-        peak = max(rss for *_, rss in ours)
+        peak = max(run[3] for run in ours)
         ratio = ours_speed / curl_speed
         print()
         print(f"file: {size / 2**20:.0f} MiB, MD5 {md5}, served by the emulator from disk over 127.0.0.1; "
-              f"Range requests of {chunk_mib} MiB; best of {args.rounds} rounds, alternating")
-        print(f"{'':16}{'MiB/s':>9}{'seconds':>9}{'peak RSS MB':>13}")
-        print(f"{'tuneflow.drive':16}{ours_speed:9.1f}{best_ours[0]:9.2f}{peak:13.0f}   (incl. token, metadata, MD5 check)")
-        print(f"{'  + interpreter':16}{ours_wall_speed:9.1f}{best_ours[1]:9.2f}{'':13}   (whole child process, imports included)")
-        print(f"{'curl':16}{curl_speed:9.1f}{best_curl[0]:9.2f}{max(r for *_, r in theirs):13.0f}")
+              f"Range requests of {chunk_mib} MiB; best of {args.rounds} rounds, alternating; {os.cpu_count()} CPUs")
+        print(f"{'':16}{'MiB/s':>9}{'seconds':>9}{'CPU s':>8}{'peak RSS MB':>13}")
+        print(f"{'tuneflow.drive':16}{ours_speed:9.1f}{best_ours[0]:9.2f}{best_ours[2]:8.2f}{peak:13.0f}"
+              "   (token, metadata, download, MD5 check, rename)")
+        print(f"{'  + interpreter':16}{ours_wall_speed:9.1f}{best_ours[1]:9.2f}{'':8}{'':13}   (whole child, imports included)")
+        print(f"{'curl':16}{curl_speed:9.1f}{best_curl[0]:9.2f}{best_curl[2]:8.2f}{max(run[3] for run in theirs):13.0f}")
         print(f"throughput ratio tuneflow/curl: {ratio:.2f} (target >= {THROUGHPUT_TARGET_RATIO})  "
               f"{'OK' if ratio >= THROUGHPUT_TARGET_RATIO else 'MISSED'}")
         print(f"peak memory: {peak:.0f} MB = {peak / MEMORY_TARGET_MB:.2f} of the {MEMORY_TARGET_MB} MB target  "

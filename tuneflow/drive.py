@@ -2,7 +2,7 @@
 
 Plain typed functions with no Prefect imports; `tasks/fetch.py` wraps them. The pieces, in the order a run uses them:
 
-- `parse_drive_source`: the file ID in `drive://ID` or a share link as users copy it (None for a local path).
+- `parse_drive_source` (from `tuneflow.sources`): the file ID in `drive://ID` or a share link (None: local path).
 - `load_service_account_key` + `connect_drive`: pydrive2 authenticated as a service account from an explicit
   settings dict, with an HTTP timeout, never able to reach pydrive2's browser login.
 - `fetch_file_metadata` / `require_downloadable`: title, type, size, MD5, head revision; folders and Google Docs
@@ -33,7 +33,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 import httplib2
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -44,68 +43,11 @@ from pydrive2.auth import GoogleAuth, RefreshError
 from pydrive2.drive import GoogleDrive
 from pydrive2.files import ApiRequestError
 
+from tuneflow.sources import FILE_ID_PATTERN, parse_drive_source  # noqa: F401 (parse_drive_source: re-exported)
+
 log = logging.getLogger(__name__)
 Logger = logging.Logger | logging.LoggerAdapter
 T = TypeVar("T")
-
-# --------------------------------------------------------------------------------------------------------------
-# Sources: drive://ID and share links
-# --------------------------------------------------------------------------------------------------------------
-
-DRIVE_SOURCE_FORMS = (
-    "drive://FILE_ID",
-    "https://drive.google.com/open?id=FILE_ID",
-    "https://drive.google.com/file/d/FILE_ID/view?usp=sharing",
-    "https://drive.google.com/uc?id=FILE_ID&export=download",
-)
-ACCEPTED_SOURCES_TEXT = "a local path to a .zip, or a Drive file as " + ", ".join(DRIVE_SOURCE_FORMS)
-
-# Drive IDs are URL-safe base64 (letters, digits, '-', '_'); today's file IDs are 33 characters, older ones 28 or 44.
-_FILE_ID = re.compile(r"[A-Za-z0-9_-]{10,128}")
-_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_DRIVE_HOSTS = {"drive.google.com", "drive.usercontent.google.com"}
-_FILE_PATH = re.compile(r"/file(?:/u/\d+)?/d/([^/]+)(?:/[^/]*)?/?")
-_ID_QUERY_PATHS = {"/open", "/uc", "/download"}
-
-
-def parse_drive_source(source: str) -> str | None:
-    """The Drive file ID named by `source`, or None when it is a local path.
-
-    Raises ValueError for any other URL, a folder link, or a `drive://` form without a valid ID, listing the
-    accepted forms.
-    """
-    text = source.strip()
-    if text.lower().startswith("drive:"):
-        file_id = text[len("drive:") :]
-        if file_id.startswith("//"):
-            file_id = file_id[2:].strip("/")
-        else:
-            file_id = ""
-        if not _FILE_ID.fullmatch(file_id):
-            raise ValueError(
-                f"source {source!r} has no valid Drive file ID after 'drive://' (an ID is 10+ letters, digits, "
-                f"'-' or '_', as in the file's share link); accepted: {ACCEPTED_SOURCES_TEXT}"
-            )
-        return file_id
-    if not _URL_SCHEME.match(text):
-        return None
-
-    parts = urlsplit(text)
-    if parts.scheme.lower() in {"http", "https"} and (parts.hostname or "").lower() in _DRIVE_HOSTS:
-        if "/folders/" in parts.path:
-            raise ValueError(
-                f"source {source!r} is a Drive folder link; share the dataset .zip file itself (right-click it → "
-                f"Share → Copy link); accepted: {ACCEPTED_SOURCES_TEXT}"
-            )
-        candidate = None
-        if match := _FILE_PATH.fullmatch(parts.path):
-            candidate = match.group(1)
-        elif parts.path.rstrip("/") in _ID_QUERY_PATHS:
-            candidate = parse_qs(parts.query).get("id", [None])[0]
-        if candidate and _FILE_ID.fullmatch(candidate):
-            return candidate
-    raise ValueError(f"source {source!r} is not a Drive file link tuneflow understands; give {ACCEPTED_SOURCES_TEXT}")
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Errors
@@ -395,7 +337,7 @@ def find_newest_file(
 
     A fresh upload of dataset.zip into a folder gets a new file ID, so a watcher looks it up by name.
     """
-    if not _FILE_ID.fullmatch(folder_id):
+    if not FILE_ID_PATTERN.fullmatch(folder_id):
         raise ValueError(f"folder_id {folder_id!r} is not a Drive ID (10+ letters, digits, '-' or '_')")
     query = (
         f"title = {_query_string(title)} and {_query_string(folder_id)} in parents and trashed = false "

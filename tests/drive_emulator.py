@@ -643,7 +643,11 @@ class _Handler(BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> None:
     """Serve files by hand and print a curl line for each (the token is issued for a made-up account)."""
     import argparse
+    import signal
+    import sys
 
+    # `timeout` and service managers stop with SIGTERM: leave through the context manager all the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)

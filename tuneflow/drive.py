@@ -84,9 +84,9 @@ class DriveTransientError(DriveError):
 
 KEY_FILE_ENV_VARS = ("TUNEFLOW_DRIVE_KEY_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
 HOW_TO_GIVE_KEY = (
-    "give a service-account JSON key as the drive.key_file option, through the TUNEFLOW_DRIVE_KEY_FILE or "
-    "GOOGLE_APPLICATION_CREDENTIALS environment variable, or as the name of a Prefect Secret block holding the "
-    "key's JSON (drive.key_secret_block)"
+    "give a service-account JSON key as the drive.key_file setting (--key-file), through the "
+    "TUNEFLOW_DRIVE_KEY_FILE or GOOGLE_APPLICATION_CREDENTIALS environment variable, or as the name of a Prefect "
+    "Secret block holding the key's JSON (drive.key_secret_block, --key-secret-block)"
 )
 _REQUIRED_KEY_FIELDS = ("client_email", "private_key", "private_key_id", "client_id")
 # Downloads and folder listings only need to read; a leaked token then cannot change anyone's files.

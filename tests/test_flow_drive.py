@@ -74,7 +74,7 @@ def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
     config = RetrainConfig(
         source=f"https://drive.google.com/file/d/{file_id}/view?usp=sharing",  # pasted as users copy it
         data_root=tmp_path / "data",
-        training=TrainingSettings(weights=f"drive://{weights_id}", image_size=32, batch_size=4, epochs=1),
+        training=TrainingSettings(weights=f"drive://{weights_id}", image_size=32, batch_size=4, epochs=1, fine_tune_epochs=0),
         drive=drive_settings(drive_emulator, key_file),
     )
 

@@ -421,6 +421,19 @@ def test_persistent_transient_failure_gives_up_keeping_bytes_for_the_next_run(dr
     assert failed_range != f"bytes=0-{CHUNK - 1}"
 
 
+def test_a_partial_download_of_an_old_revision_is_cleared_by_the_next_revision(drive, drive_emulator, tmp_path):
+    file_id = drive_emulator.add_file("dataset.zip", CONTENT)
+    drive_emulator.drop_connection(times=1000)
+    with pytest.raises(DriveTransientError):
+        fetch_to_cache(drive, file_id, tmp_path / "cache", chunk_bytes=CHUNK, retry=FAST_RETRY)
+    drive_emulator.faults.clear()
+    new_content = payload(2 * CHUNK, seed=5)
+    drive_emulator.upload_revision(file_id, new_content)
+
+    assert fetch_to_cache(drive, file_id, tmp_path / "cache", chunk_bytes=CHUNK).path.read_bytes() == new_content
+    assert list((tmp_path / "cache").rglob("*.part")) == []
+
+
 def test_corrupted_bytes_are_downloaded_again_once(drive, drive_emulator, tmp_path):
     file_id = drive_emulator.add_file("dataset.zip", CONTENT)
     drive_emulator.corrupt(times=1)
@@ -468,6 +481,7 @@ def test_a_file_replaced_during_the_download_ends_as_the_new_revision(drive, dri
         drive, file_id, tmp_path / "cache", chunk_bytes=CHUNK, retry=FAST_RETRY, on_progress=replace_after_first_chunk
     )
     assert result.path.read_bytes() == new_content and result.file.size == len(new_content)
+    assert list((tmp_path / "cache").rglob("*.part")) == []  # the old revision's partial bytes are gone
 
 
 def test_a_server_that_ignores_ranges_still_gives_a_verified_file(drive_emulator, drive, tmp_path):

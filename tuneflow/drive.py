@@ -427,49 +427,50 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _classify(error: BaseException, drive: GoogleDrive, subject_id: str) -> DriveError | None:
-    """The error to raise at once for a permanent failure; None when `error` is worth retrying.
+def _is_transient(error: BaseException) -> bool:
+    """Whether a failed request may succeed if repeated: rate limits, server errors, network trouble."""
+    if isinstance(error, RefreshError) and isinstance(error.__context__, AccessTokenRefreshError):
+        error = error.__context__  # pydrive2 wraps token errors
+    if isinstance(error, HttpAccessTokenRefreshError):
+        return error.status is not None and _is_transient_http(error.status, "")
+    if isinstance(error, _NETWORK_ERRORS):
+        return True
+    parsed = _http_status_and_reason(error)
+    return parsed is not None and _is_transient_http(parsed[0], parsed[1])
 
-    Anything unrecognised is re-raised unchanged by the caller (returned as-is marker below).
-    """
+
+def _explain_permanent(error: BaseException, drive: GoogleDrive, subject_id: str) -> DriveError | None:
+    """A DriveError saying what to do about a permanent failure; None when `error` did not come from Drive."""
     email = service_account_email(drive)
     if isinstance(error, RefreshError) and isinstance(error.__context__, AccessTokenRefreshError):
         error = error.__context__
-    if isinstance(error, HttpAccessTokenRefreshError) and error.status is not None and _is_transient_http(error.status, ""):
-        return None
     if isinstance(error, AccessTokenRefreshError):
         return DriveCredentialsError(
             f"Google refused an access token for the service account {email} ({error}); the key may have been "
             f"deleted or the account disabled: create a new JSON key and {HOW_TO_GIVE_KEY}"
         )
-    if isinstance(error, _NETWORK_ERRORS):
+    parsed = _http_status_and_reason(error)
+    if parsed is None:
         return None
-    if (parsed := _http_status_and_reason(error)) is not None:
-        status, reason, message = parsed
-        if _is_transient_http(status, reason):
-            return None
-        detail = f"{status} {reason or 'error'}: {message}".rstrip(": ")
-        if status == 404:
-            return DriveAccessError(
-                f"Drive file {subject_id!r} was not found, or it is not shared with the service account {email} "
-                f"({detail}). Check the ID, then in Drive open the file's menu → Share → add {email} as a Viewer"
-            )
-        if status == 403:
-            return DriveAccessError(
-                f"Drive refused the service account {email} access to {subject_id!r} ({detail}). Share the file "
-                f"(or its folder) with {email} as a Viewer; if it is shared, the owner may have disabled downloads "
-                "for viewers"
-            )
-        if status == 401:
-            return DriveCredentialsError(
-                f"Drive rejected the access token of the service account {email} ({detail}); create a new JSON "
-                f"key and {HOW_TO_GIVE_KEY}"
-            )
-        return DriveError(f"Drive answered {detail} for {subject_id!r}; this is not retried")
-    return _UNRECOGNISED
-
-
-_UNRECOGNISED = DriveError("unrecognised")  # sentinel: re-raise the original error untouched
+    status, reason, message = parsed
+    detail = f"{status} {reason or 'error'}: {message}".rstrip(": ")
+    if status == 404:
+        return DriveAccessError(
+            f"Drive file {subject_id!r} was not found, or it is not shared with the service account {email} "
+            f"({detail}). Check the ID, then in Drive open the file's menu → Share → add {email} as a Viewer"
+        )
+    if status == 403:
+        return DriveAccessError(
+            f"Drive refused the service account {email} access to {subject_id!r} ({detail}). Share the file "
+            f"(or its folder) with {email} as a Viewer; if it is shared, the owner may have disabled downloads "
+            "for viewers"
+        )
+    if status == 401:
+        return DriveCredentialsError(
+            f"Drive rejected the access token of the service account {email} ({detail}); create a new JSON "
+            f"key and {HOW_TO_GIVE_KEY}"
+        )
+    return DriveError(f"Drive answered {detail} for {subject_id!r}; this is not retried")
 
 
 def _describe(error: BaseException) -> str:
@@ -497,11 +498,11 @@ def _with_retries(
         except DriveError:
             raise
         except Exception as error:
-            permanent = _classify(error, drive, subject_id)
-            if permanent is _UNRECOGNISED:
-                raise
-            if permanent is not None:
-                raise permanent from None
+            if not _is_transient(error):
+                explained = _explain_permanent(error, drive, subject_id)
+                if explained is None:
+                    raise  # not a Drive failure (a bug, a full disk): as it is
+                raise explained from error
             if retry_number == retry.max_retries:
                 raise DriveTransientError(
                     f"{what} still failed after {retry.max_retries + 1} attempts (last: {_describe(error)}); Drive "
@@ -663,7 +664,11 @@ def download_file(
         def fetch_rest() -> None:
             state["digest"] = _fetch_missing_bytes(drive, file, part, state["digest"], chunk_bytes, reporter)
 
-        _with_retries(f"downloading {file.title!r} ({file.id})", fetch_rest, drive, file.id, retry, sleep, logger)
+        try:
+            _with_retries(f"downloading {file.title!r} ({file.id})", fetch_rest, drive, file.id, retry, sleep, logger)
+        except DriveIntegrityError:
+            part.unlink(missing_ok=True)  # the file changed on Drive: these bytes can never be completed
+            raise
         size, md5 = part.stat().st_size, state["digest"].hexdigest()
         if size == file.size and md5 == file.md5:
             os.replace(part, target)  # atomic: readers see the old file or the complete new one
@@ -817,6 +822,13 @@ def cache_path_for(cache_dir: Path, file: DriveFile) -> Path:
     return Path(cache_dir) / "drive" / file.id / str(file.md5) / safe_filename(file.title)
 
 
+def _remove_stale_parts(cache_dir: Path, file: DriveFile) -> None:
+    """Partial downloads of this file's earlier revisions: Drive serves only the head, so they can never finish."""
+    for stale in (Path(cache_dir) / "drive" / file.id).glob("*/.*.part"):
+        if stale.parent.name != file.md5:
+            stale.unlink(missing_ok=True)
+
+
 def fetch_to_cache(
     drive: GoogleDrive,
     file_id: str,
@@ -834,6 +846,7 @@ def fetch_to_cache(
     if file.trashed:
         logger.warning("Drive file %s (%s) is in the trash; using it anyway", file.id, file.title)
     target = cache_path_for(cache_dir, file)
+    _remove_stale_parts(cache_dir, file)
     # The cached copy was MD5-verified before it was renamed into place and its path holds the MD5, so a size
     # check is enough here; re-hashing a large archive on every run would cost more than it protects.
     if target.is_file() and target.stat().st_size == file.size:

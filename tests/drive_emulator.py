@@ -84,6 +84,7 @@ class Fault:
     message: str = "Backend Error"
     after_bytes: int | None = None  # drop / stall: body bytes sent first (None: half of the response)
     seconds: float = 0.0  # stall: how long to hold the connection silent
+    html: bool = False  # error: an HTML page instead of Drive's JSON, as a proxy or load balancer sends
 
 
 @dataclass(frozen=True)
@@ -357,10 +358,10 @@ class DriveEmulator:
     # ---------------------------------------------------------------- faults
     def fail(
         self, route: Route = "media", status: int = 503, reason: str = "backendError", message: str = "Backend Error",
-        *, times: int = 1, file_id: str | None = None,
+        *, times: int = 1, file_id: str | None = None, html: bool = False,
     ) -> None:
-        """Answer the next `times` matching requests with a Drive JSON error."""
-        self.faults.append(Fault(route, "error", times, file_id, status, reason, message))
+        """Answer the next `times` matching requests with a Drive JSON error (or an HTML error page)."""
+        self.faults.append(Fault(route, "error", times, file_id, status, reason, message, html=html))
 
     def drop_connection(self, *, after_bytes: int | None = None, times: int = 1, file_id: str | None = None) -> None:
         """Send the headers (full Content-Length) and part of the body, then close the connection."""
@@ -427,6 +428,14 @@ class _Handler(BaseHTTPRequestHandler):
             status,
             {"error": {"code": status, "message": message, "errors": [{"domain": domain, "reason": reason, "message": message}]}},
         )
+
+    def _send_html(self, status: int, message: str) -> None:
+        data = f"<html><body><h1>{status}</h1><p>{message}</p></body></html>".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _log(
         self, route: str, file_id: str | None, status: int, query: dict[str, str], fault: Fault | None = None
@@ -519,7 +528,11 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.emulator._take_fault(route, file_id)
         if fault and fault.kind == "error":
             self._log(route, file_id, fault.status, query, fault)
-            self._send_error(fault.status, fault.reason, fault.message, "usageLimits" if "RateLimit" in fault.reason else "global")
+            if fault.html:
+                self._send_html(fault.status, fault.message)
+            else:
+                domain = "usageLimits" if "RateLimit" in fault.reason else "global"
+                self._send_error(fault.status, fault.reason, fault.message, domain)
             return
         if fault and fault.kind == "stall" and route != "media":
             self._pause(fault.seconds)

@@ -385,6 +385,15 @@ def test_transient_metadata_and_listing_errors_are_retried(drive, drive_emulator
     assert drive_emulator.count("metadata") == 2 and drive_emulator.count("list") == 2
 
 
+def test_an_html_error_page_from_a_proxy_is_retried_like_drives_own(drive, drive_emulator, tmp_path):
+    file_id = drive_emulator.add_file("dataset.zip", CONTENT)
+    drive_emulator.fail("metadata", 502, message="Bad Gateway", html=True)
+    drive_emulator.fail("media", 502, message="Bad Gateway", html=True)
+    result = fetch_to_cache(drive, file_id, tmp_path / "cache", chunk_bytes=CHUNK, retry=FAST_RETRY)
+    assert result.path.read_bytes() == CONTENT
+    assert drive_emulator.count("metadata") == 2
+
+
 def test_retries_back_off_exponentially(drive, drive_emulator, tmp_path):
     file_id = drive_emulator.add_file("dataset.zip", CONTENT)
     drive_emulator.fail("media", 503, times=3)

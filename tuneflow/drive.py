@@ -407,9 +407,13 @@ def _http_status_and_reason(error: BaseException) -> tuple[int, str, str] | None
         except (ValueError, AttributeError):
             pass
         return int(error.resp.status), reason, message
-    if isinstance(error, json.JSONDecodeError) and isinstance(error.__context__, HttpError):
-        # pydrive2's ApiRequestError assumes a JSON body; a proxy's HTML error page makes it raise this instead.
-        return _http_status_and_reason(error.__context__)
+    if isinstance(error, json.JSONDecodeError):
+        # pydrive2's ApiRequestError assumes a JSON body; a proxy's HTML error page makes it raise this instead,
+        # raised while handling the HttpError, which is still there in the exception's context chain.
+        context = error.__context__
+        while context is not None and not isinstance(context, HttpError):
+            context = context.__context__
+        return _http_status_and_reason(context) if context is not None else None
     return None
 
 

@@ -64,6 +64,8 @@ def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from prefect import flow
+
     from flows.retrain import retrain
     from tasks.fetch import fetch_dataset, fetch_weights
 
@@ -98,10 +100,15 @@ def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[DATASET_PROGRESS_KEY])))
     assert artifacts and artifacts[0].type == "progress" and float(artifacts[0].data) == 100.0
 
-    # The next run's fetch steps (called as tasks, without training again) find both files in the cache.
+    # The next run's fetch steps, in a flow of their own (no training again), find both files in the cache.
+    @flow
+    def fetch_again(config: RetrainConfig):
+        return fetch_dataset(config.source, config.drive, config.data_root), fetch_weights(
+            config.training.weights, config.drive, config.data_root
+        )
+
     media_requests = drive_emulator.count("media")
-    again = fetch_dataset(config.source, config.drive, config.data_root)
-    weights_path = fetch_weights(config.training.weights, config.drive, config.data_root)
+    again, weights_path = fetch_again(config)
     assert drive_emulator.count("media") == media_requests
     assert (again.path, again.drive_revision) == (cached.resolve(), head.id)
     assert weights_path.parent.parent.name == weights_id

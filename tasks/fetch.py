@@ -102,7 +102,8 @@ def load_drive_key(settings: DriveSettings) -> ServiceAccountKey:
                 "with the service-account key's JSON as its value (see README, Google Drive) or set "
                 "drive.key_file instead"
             ) from None
-        return load_service_account_key(key_json=value, key_json_origin=f"Prefect Secret block {settings.key_secret_block!r}")
+        origin = f"Prefect Secret block {settings.key_secret_block!r}"
+        return load_service_account_key(key_json=value, key_json_origin=origin)
     return load_service_account_key(settings.key_file)
 
 
@@ -116,15 +117,20 @@ def download_from_drive(
 ) -> CachedDownload:
     """A verified copy of the Drive file's current revision in the content cache (downloaded only if new)."""
     logger = logger or logging.getLogger(__name__)
-    drive = connect_drive(load_drive_key(settings), http_timeout_s=settings.http_timeout_s, api_endpoint=settings.api_endpoint)
-    retry = RetryPolicy(max_retries=settings.max_retries, base_delay_s=settings.retry_base_delay_s)
-    chunk_bytes = settings.chunk_mib * 1024 * 1024
-    cached = fetch_to_cache(drive, file_id, cache_dir, chunk_bytes=chunk_bytes, retry=retry, on_progress=on_progress, logger=logger)
+    key = load_drive_key(settings)
+    drive = connect_drive(key, http_timeout_s=settings.http_timeout_s, api_endpoint=settings.api_endpoint)
+    options = dict(
+        chunk_bytes=settings.chunk_mib * 1024 * 1024,
+        retry=RetryPolicy(max_retries=settings.max_retries, base_delay_s=settings.retry_base_delay_s),
+        on_progress=on_progress,
+        logger=logger,
+    )
+    cached = fetch_to_cache(drive, file_id, cache_dir, **options)
     if not cached.downloaded and md5_of_file(cached.path) != cached.file.md5:
         # Verified when it was downloaded, so something changed it on disk since: fetch a clean copy.
         logger.warning("cached %s no longer matches Drive's MD5 %s; downloading it again", cached.path, cached.file.md5)
         cached.path.unlink()
-        cached = fetch_to_cache(drive, file_id, cache_dir, chunk_bytes=chunk_bytes, retry=retry, on_progress=on_progress, logger=logger)
+        cached = fetch_to_cache(drive, file_id, cache_dir, **options)
     return cached
 
 
@@ -246,7 +252,8 @@ def resolve_weights(
     if weights == "imagenet":
         return download_imagenet_weights()
     if (file_id := parse_drive_source(weights)) is not None:
-        cached = download_from_drive(file_id, drive or DriveSettings(), cache_dir, on_progress=on_progress, logger=logger)
+        settings = drive or DriveSettings()
+        cached = download_from_drive(file_id, settings, cache_dir, on_progress=on_progress, logger=logger)
         return cached.path
     path = Path(weights)
     if not path.is_file():

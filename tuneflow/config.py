@@ -106,7 +106,9 @@ class TrainingSettings(BaseModel):
         try:
             file_id = parse_drive_source(weights)
         except ValueError:
-            raise ValueError(f"weights {weights!r} is not a Drive file link tuneflow understands; use {WEIGHTS_CHOICES_TEXT}") from None
+            raise ValueError(
+                f"weights {weights!r} is not a Drive file link tuneflow understands; use {WEIGHTS_CHOICES_TEXT}"
+            ) from None
         if file_id is not None:
             return f"drive://{file_id}"
         path = Path(weights).expanduser()

@@ -188,7 +188,9 @@ def load_service_account_key(
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        raise DriveCredentialsError(f"{origin} cannot be read ({type(error).__name__}); check its permissions") from None
+        raise DriveCredentialsError(
+            f"{origin} cannot be read ({type(error).__name__}); check its permissions"
+        ) from None
     except json.JSONDecodeError as error:
         raise DriveCredentialsError(
             f"{origin} is not JSON (line {error.lineno}, column {error.colno}); download the key again as JSON "
@@ -203,13 +205,17 @@ def _refuse_interactive_login(*_args: Any, **_kwargs: Any) -> None:
     )
 
 
-def connect_drive(key: ServiceAccountKey, *, http_timeout_s: float = 60.0, api_endpoint: str | None = None) -> GoogleDrive:
+def connect_drive(
+    key: ServiceAccountKey, *, http_timeout_s: float = 60.0, api_endpoint: str | None = None
+) -> GoogleDrive:
     """A pydrive2 client authenticated as the service account; `api_endpoint` points it at an emulator.
 
     The access token is minted lazily, on the first request.
     """
     if http_timeout_s <= 0:
-        raise ValueError(f"http_timeout_s {http_timeout_s} must be positive: without a timeout a stalled socket blocks forever")
+        raise ValueError(
+            f"http_timeout_s {http_timeout_s} must be positive: without a timeout a stalled socket blocks forever"
+        )
     # An explicit settings dict, so a settings.yaml lying in the working directory cannot change how we log in.
     settings = {
         "client_config_backend": "service",
@@ -233,7 +239,9 @@ def connect_drive(key: ServiceAccountKey, *, http_timeout_s: float = 60.0, api_e
         # api_endpoint replaces rootUrl + servicePath of the bundled discovery document.
         endpoint = api_endpoint.rstrip("/") + "/"
         if not endpoint.endswith("/drive/v2/"):
-            raise ValueError(f"api_endpoint {api_endpoint!r} must end in /drive/v2/, e.g. http://127.0.0.1:8080/drive/v2/")
+            raise ValueError(
+                f"api_endpoint {api_endpoint!r} must end in /drive/v2/, e.g. http://127.0.0.1:8080/drive/v2/"
+            )
         gauth.service = build(
             "drive", "v2", http=gauth.http, cache_discovery=False, client_options={"api_endpoint": endpoint}
         )
@@ -514,7 +522,8 @@ def _with_retries(
                 ) from error
             delay = retry.delay_s(retry_number)
             logger.warning(
-                "%s failed (%s); retry %d of %d in %.1f s", what, _describe(error), retry_number + 1, retry.max_retries, delay
+                "%s failed (%s); retry %d of %d in %.1f s",
+                what, _describe(error), retry_number + 1, retry.max_retries, delay,
             )
             _close_connections(drive)
             if on_retry:
@@ -589,7 +598,8 @@ class _ProgressReporter:
         if decile > self.last_decile or now - self.last_log >= PROGRESS_LOG_EVERY_S:
             self.last_decile, self.last_log = decile, now
             self.logger.info(
-                "%s: %s of %s (%d%%) at %s/s", self.file.title, _mib(done), _mib(total), 100 * done // max(total, 1), _mib(speed)
+                "%s: %s of %s (%d%%) at %s/s",
+                self.file.title, _mib(done), _mib(total), 100 * done // max(total, 1), _mib(speed),
             )
         if self.callback:
             self.callback(DownloadProgress(self.file.id, self.file.title, done, total, speed))
@@ -854,7 +864,10 @@ def fetch_to_cache(
     # The cached copy was MD5-verified before it was renamed into place and its path holds the MD5, so a size
     # check is enough here; re-hashing a large archive on every run would cost more than it protects.
     if target.is_file() and target.stat().st_size == file.size:
-        logger.info("%s (Drive file %s, revision %s, MD5 %s) is unchanged: using %s", file.title, file.id, file.revision, file.md5, target)
+        logger.info(
+            "%s (Drive file %s, revision %s, MD5 %s) is unchanged: using %s",
+            file.title, file.id, file.revision, file.md5, target,
+        )
         return CachedDownload(target, file, downloaded=False)
     kwargs = dict(chunk_bytes=chunk_bytes, retry=retry, on_progress=on_progress, sleep=sleep, logger=logger)
     try:
@@ -864,7 +877,9 @@ def fetch_to_cache(
         latest = fetch_file_metadata(drive, file_id, retry=retry, sleep=sleep, logger=logger)
         if latest.md5 == file.md5:
             raise
-        logger.warning("%s changed on Drive during the download (now revision %s); downloading that", file.title, latest.revision)
+        logger.warning(
+            "%s changed on Drive during the download (now revision %s); downloading that", file.title, latest.revision
+        )
         require_downloadable(latest)
         file, target = latest, cache_path_for(cache_dir, latest)
         download_file(drive, file, target, **kwargs)

@@ -32,8 +32,8 @@ def retrain(config: RetrainConfig) -> RunSummary:
     run_dir = open_run_dir(config.data_root, config.resume_run_id)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
 
-    archive = fetch_dataset(config.source)
-    weights_path = fetch_weights(config.training.weights)
+    archive = fetch_dataset(config.source, config.drive, config.data_root)
+    weights_path = fetch_weights(config.training.weights, config.drive, config.data_root)
     dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed)
     trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir)
     evaluation = evaluate_model(trained, dataset, archive, run_dir)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tuneflow.cli import main
-from tuneflow.config import DataSettings, RetrainConfig, TrainingSettings
+from tuneflow.cli import NESTED_FIELDS, main
+from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, TrainingSettings
 
 
 def test_image_size_resnet50_cannot_take_is_rejected():
@@ -88,9 +88,9 @@ def test_help_for_retrain_lists_every_setting():
     help_text = subprocess.run(
         [sys.executable, "-m", "tuneflow.cli", "retrain", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for section in (RetrainConfig, DataSettings, TrainingSettings):
+    for section in (RetrainConfig, DataSettings, TrainingSettings, DriveSettings):
         for name in section.model_fields:
-            if name not in {"data", "training"}:
+            if name not in NESTED_FIELDS:
                 assert "--" + name.replace("_", "-") in help_text
 
 

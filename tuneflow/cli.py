@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from tuneflow.config import DataSettings, RetrainConfig, TrainingSettings
+from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, TrainingSettings
 
 DEMO_DATA_ROOT = Path("data")
 DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
@@ -27,8 +27,9 @@ CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
     (None, RetrainConfig),
     ("data", DataSettings),
     ("training", TrainingSettings),
+    ("drive", DriveSettings),
 ]
-NESTED_FIELDS = {"data", "training"}
+NESTED_FIELDS = {"data", "training", "drive"}
 
 
 def _option_name(field: str) -> str:
@@ -42,7 +43,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         for name, field in model.model_fields.items():
             if section is None and name in NESTED_FIELDS:
                 continue
-            default = field.default if field.default is not None else "all"
+            default = field.default if field.default is not None else ("all" if name == "classes" else "unset")
             if isinstance(default, list):
                 default = ",".join(default)
             suffix = " (comma-separated)" if name == "classes" else ""
@@ -57,7 +58,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_options(options: argparse.Namespace) -> RetrainConfig:
     """Collect the given options into the nested config shape and validate it."""
-    values: dict = {"data": {}, "training": {}}
+    values: dict = {section: {} for section in NESTED_FIELDS}
     for key, value in vars(options).items():
         if value is None or key in {"command", "handler"}:
             continue

@@ -6,14 +6,22 @@ validation before any work starts. Each step receives only its part (`data`, `tr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tuneflow.sources import ACCEPTED_SOURCES_TEXT, parse_drive_source
 
 # Keras refuses smaller inputs for ResNet50 without its top: five stride-2 stages need at least 32 px.
 RESNET50_MIN_IMAGE_SIZE = 32
-WEIGHTS_CHOICES_TEXT = '"imagenet" (Keras downloads them), "none" (random initialisation) or a local weights file path'
+WEIGHTS_CHOICES_TEXT = (
+    '"imagenet" (Keras downloads them), "none" (random initialisation), a local weights file path, '
+    "or drive://FILE_ID (a weights file on Google Drive)"
+)
+# Prefect block names: lowercase letters, digits and dashes.
+BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 class DataSettings(BaseModel):
@@ -126,6 +134,14 @@ class TrainingSettings(BaseModel):
         weights = weights.strip()
         if weights.lower() in {"imagenet", "none"}:
             return weights.lower()
+        try:
+            file_id = parse_drive_source(weights)
+        except ValueError:
+            raise ValueError(
+                f"weights {weights!r} is not a Drive file link tuneflow understands; use {WEIGHTS_CHOICES_TEXT}"
+            ) from None
+        if file_id is not None:
+            return f"drive://{file_id}"
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ValueError(f"weights {weights!r} is not a file; use {WEIGHTS_CHOICES_TEXT}")
@@ -136,17 +152,117 @@ class TrainingSettings(BaseModel):
         return self.weights != "none"
 
 
+class DriveSettings(BaseModel):
+    """How Google Drive sources and weights (drive://ID or share links) are fetched: auth, timeouts, retries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_file: Path | None = Field(
+        None,
+        description="Service-account JSON key file. Unset: the key_secret_block, else the file named by "
+        "TUNEFLOW_DRIVE_KEY_FILE, else GOOGLE_APPLICATION_CREDENTIALS. Share the Drive file with the account's email.",
+    )
+    key_secret_block: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the service-account key's JSON (instead of a key file).",
+    )
+    api_endpoint: str | None = Field(
+        None,
+        description="Drive API base URL ending in /drive/v2/, only for a local Drive emulator (tests, benchmark); "
+        "unset means Google's.",
+    )
+    http_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="Seconds a Drive request may stay silent before it counts as failed and is retried "
+        "(without a timeout a stalled connection would hang the run).",
+    )
+    chunk_mib: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Size of each ranged download request in MiB; the download holds about twice this in memory.",
+    )
+    max_retries: int = Field(
+        5,
+        ge=0,
+        le=20,
+        description="Retries of a rate-limited (429/403 rate limit), failed (5xx) or dropped Drive request, with "
+        "exponential backoff. Not found and permission errors are never retried.",
+    )
+    retry_base_delay_s: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="Wait before the first retry; each further retry waits 1.618 times longer, at most 20 s.",
+    )
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_file_exists(cls, key_file: Path | None) -> Path | None:
+        if key_file is None:
+            return None
+        path = key_file.expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"key_file {str(key_file)!r} is not a file; give the path of the service-account JSON key "
+                "(or use key_secret_block, or set TUNEFLOW_DRIVE_KEY_FILE)"
+            )
+        return path.resolve()
+
+    @field_validator("key_secret_block")
+    @classmethod
+    def _block_name(cls, name: str | None) -> str | None:
+        if name is None or not name.strip():
+            return None
+        if not BLOCK_NAME.fullmatch(name.strip()):
+            raise ValueError(
+                f"key_secret_block {name!r} is not a Prefect block name (lowercase letters, digits and dashes, "
+                "e.g. 'drive-service-account')"
+            )
+        return name.strip()
+
+    @field_validator("api_endpoint")
+    @classmethod
+    def _drive_v2_endpoint(cls, endpoint: str | None) -> str | None:
+        if endpoint is None or not endpoint.strip():
+            return None
+        endpoint = endpoint.strip().rstrip("/") + "/"
+        if not re.match(r"https?://", endpoint) or not endpoint.endswith("/drive/v2/"):
+            raise ValueError(
+                f"api_endpoint {endpoint!r} must be an http(s) URL ending in /drive/v2/, "
+                "e.g. http://127.0.0.1:8080/drive/v2/ (leave it unset for Google Drive itself)"
+            )
+        return endpoint
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> DriveSettings:
+        if self.key_file is not None and self.key_secret_block is not None:
+            raise ValueError("give either key_file or key_secret_block, not both")
+        return self
+
+
 class RetrainConfig(BaseModel):
     """Everything one retraining run needs: where the photos are, how to split them, how to train."""
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(..., description="The dataset archive: path to a local dataset.zip.")
+    source: str = Field(
+        ...,
+        description="The dataset archive: a local dataset.zip path, drive://FILE_ID, or a Google Drive share link "
+        "(https://drive.google.com/file/d/FILE_ID/view?usp=sharing).",
+    )
     data: DataSettings = Field(default_factory=DataSettings, description="How the archive becomes train/val.")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="How ResNet50 is fine-tuned.")
     seed: int = Field(42, ge=0, description="Seed for the split, weight initialisation and shuffling.")
+    drive: DriveSettings = Field(
+        default_factory=DriveSettings, description="How Google Drive sources and weights are fetched."
+    )
     data_root: Path = Field(
-        Path("data"), description="Folder under which each run writes runs/<run id>/ and nothing else."
+        Path("data"),
+        description="Folder under which each run writes runs/<run id>/ and Drive downloads are cached "
+        "(cache/drive/<file id>/<md5>/); nothing is written elsewhere.",
     )
     resume_run_id: str | None = Field(
         None,
@@ -159,5 +275,7 @@ class RetrainConfig(BaseModel):
     @classmethod
     def _source_given(cls, source: str) -> str:
         if not source.strip():
-            raise ValueError("source is empty; give the path of a dataset.zip")
-        return source.strip()
+            raise ValueError(f"source is empty; give {ACCEPTED_SOURCES_TEXT}")
+        file_id = parse_drive_source(source)  # a ValueError here lists the accepted forms
+        # One spelling per Drive file, whichever link was pasted: config.json and metrics.json stay comparable.
+        return f"drive://{file_id}" if file_id else source.strip()

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test clean-runs
+.PHONY: install demo test bench clean-runs
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(INSTALLED)
 # Install what the tests need and run them all (the slow ones too).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# Benchmarks, not tests: each prints its ratios against a baseline measured in the same run.
+bench: $(INSTALLED)
+	$(BIN)/python bench/training_bench.py
+	$(BIN)/python bench/compare_recipes.py
+	$(BIN)/python bench/drive_download.py
 
 clean-runs:
 	rm -rf data/runs data/sample

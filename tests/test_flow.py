@@ -119,3 +119,22 @@ def test_archive_with_one_class_is_refused(prefect_server, tmp_path):
     one_class = write_sample_dataset(tmp_path / "one.zip", images_per_class=4, image_size=32, classes=("pizza",))
     with pytest.raises(ValueError, match="only the class \\['pizza'\\]; a classifier needs at least 2"):
         retrain(tiny_config(one_class, tmp_path / "data"))
+
+
+def test_dashboard_gets_the_report_and_a_finished_training_progress(two_runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["training-progress"])))
+        reports = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retrain-report"])))
+    assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0
+    assert reports and f"{two_runs[1].accuracy:.2%}" in reports[0].data
+
+
+def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs):
+    run_dir = two_runs[0].run_dir
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [1] and history["phase"].tolist() == ["full"]
+    assert (run_dir / "train.log").is_file()
+    assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["epochs_done"] == 1

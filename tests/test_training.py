@@ -49,16 +49,23 @@ def two_phase_run(tiny_dataset, resnet50_weights_file, tmp_path_factory):
 
 
 def base_of(weights: Path, image_size: int = 32) -> keras.Model:
+    """The ResNet50 base of a classifier checkpoint."""
     model, base = build_classifier(3, image_size, None, 0.2, 0)
     model.load_weights(weights)
+    return base
+
+
+def initial_base(weights_file: Path) -> keras.Model:
+    """The ResNet50 base as the weights file gave it, before any training."""
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    base.load_weights(weights_file)
     return base
 
 
 @pytest.mark.slow
 def test_phase_one_leaves_the_base_unchanged(two_phase_run, resnet50_weights_file):
     run_dir, _ = two_phase_run
-    initial = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    initial.load_weights(resnet50_weights_file)
+    initial = initial_base(resnet50_weights_file)
     after_head = base_of(run_dir / "checkpoints" / "after-head.weights.h5")
     for before, after in zip(initial.weights, after_head.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(before), np.asarray(after), err_msg=before.path)
@@ -67,8 +74,7 @@ def test_phase_one_leaves_the_base_unchanged(two_phase_run, resnet50_weights_fil
 @pytest.mark.slow
 def test_phase_two_trains_the_base_but_not_batchnorm_statistics(two_phase_run, resnet50_weights_file):
     run_dir, _ = two_phase_run
-    initial = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    initial.load_weights(resnet50_weights_file)
+    initial = initial_base(resnet50_weights_file)
     final = base_of(run_dir / "checkpoints" / "after-fine-tune.weights.h5")
     moving = [(b, a) for b, a in zip(initial.weights, final.weights) if "moving_" in b.path]
     assert len(moving) == 2 * 53  # ResNet50 has 53 BatchNormalization layers

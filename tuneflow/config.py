@@ -6,6 +6,7 @@ validation before any work starts. Each step receives only its part (`data`, `tr
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,82 @@ class DataSettings(BaseModel):
         lt=1,
         description="Share of each class held out for validation (0.2 gives 800/200 on Food-101's 1,000 per class).",
     )
+
+    split_method: Literal["auto", "seeded", "archive"] = Field(
+        "auto",
+        description="'auto': keep the archive's own train/ + val/ folders when it has them, otherwise split by seed. "
+        "'seeded': always split each class by seed (pooling any train/ + val/ folders). 'archive': use the "
+        "archive's own split (train/ + val/ folders, or Food-101's meta/train.txt + meta/test.txt).",
+    )
+    train_per_class: int | None = Field(
+        None,
+        ge=1,
+        description="Exact training images per class (800 on Food-101), with val_per_class; replaces val_fraction. "
+        "Extra images are left out; a class with fewer than train_per_class + val_per_class usable images fails.",
+    )
+    val_per_class: int | None = Field(
+        None, ge=1, description="Exact validation images per class (200 on Food-101), with train_per_class."
+    )
+    min_image_size: int = Field(
+        RESNET50_MIN_IMAGE_SIZE,
+        ge=1,
+        le=4096,
+        description="Images whose shorter side has fewer pixels are skipped as too small to learn from.",
+    )
+    max_uncompressed_gb: float = Field(
+        50.0,
+        gt=0,
+        description="Refuse archives whose selected files expand to more than this many GB (zip-bomb guard; "
+        "Food-101 is 5 GB).",
+    )
+    max_compression_ratio: float = Field(
+        100.0,
+        ge=1,
+        description="Skip files over 1 MiB that expand more than this many times (zip-bomb guard; photos barely "
+        "compress, about 1.0x).",
+    )
+    max_image_mb: float = Field(
+        100.0, gt=0, description="Skip single files larger than this many MB (each image is checked in memory)."
+    )
+    name_encoding: str | None = Field(
+        None,
+        description="Encoding of file names in zips that do not mark them UTF-8, e.g. 'cp932' (Japanese Windows) "
+        "or 'cp437'. Empty: detected (UTF-8, then Shift-JIS/cp932, then cp437).",
+    )
+
+    @field_validator("name_encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str | None) -> str | None:
+        if not encoding or not encoding.strip():
+            return None
+        try:
+            return codecs.lookup(encoding.strip()).name
+        except LookupError:
+            raise ValueError(
+                f"name_encoding {encoding!r} is not an encoding Python knows; try 'cp932', 'cp437' or 'utf-8'"
+            ) from None
+
+    @model_validator(mode="after")
+    def _counts_come_in_pairs(self) -> DataSettings:
+        given = (self.train_per_class is not None, self.val_per_class is not None)
+        if any(given) and not all(given):
+            raise ValueError(
+                f"train_per_class={self.train_per_class} and val_per_class={self.val_per_class}: set both "
+                "(e.g. 800 and 200) or neither (then val_fraction splits each class)"
+            )
+        if all(given) and self.split_method == "archive":
+            raise ValueError(
+                "train_per_class/val_per_class choose a seeded split, but split_method='archive' keeps the "
+                "archive's own split; use split_method='seeded' (or 'auto') with counts, or drop the counts"
+            )
+        return self
+
+    @property
+    def per_class_counts(self) -> tuple[int, int] | None:
+        """(train, val) images per class when the split is by counts, else None (split by val_fraction)."""
+        if self.train_per_class is None or self.val_per_class is None:
+            return None
+        return self.train_per_class, self.val_per_class
 
     @field_validator("classes")
     @classmethod

@@ -1,0 +1,461 @@
+"""Read a dataset zip's table of contents and decide what every file in it is, before decompressing anything.
+
+`scan_archive` works from member names and central-directory metadata alone: which files are images of which
+class (and, in an archive that is already split, on which side), and why each other file is passed over. Unsafe
+entries (path traversal, absolute paths, symlinks, encrypted or zip-bomb shaped files) are rejected here, so not a
+byte of them is ever decompressed or written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import stat
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from tuneflow.config import DataSettings
+from tuneflow.dataset.images import AVIF_READABLE
+
+Layout = Literal["food-101", "split-folders", "class-folders"]
+GivenSplit = Literal["train", "val"]
+
+ACCEPTED_LAYOUTS = (
+    "accepted layouts:\n"
+    "  <class>/<photo>                      one folder per class, at the top or under one folder "
+    "(dataset/<class>/...)\n"
+    "  train/<class>/<photo> + val/<class>/<photo>   already split (val/ may be validation/, valid/ or test/)\n"
+    "  food-101/images/<class>/<photo> + food-101/meta/   Food-101 as downloaded"
+)
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff"}
+    | ({".avif"} if AVIF_READABLE else set())
+)
+# Photo formats Pillow cannot open on its own: named in the skip, so the fix (export as JPEG) is obvious.
+UNSUPPORTED_IMAGE_SUFFIXES = {
+    ".heic": "HEIC (iPhone)",
+    ".heif": "HEIF",
+    ".avif": "AVIF",  # only when this Pillow lacks AVIF support
+    ".dng": "RAW (DNG)",
+    ".cr2": "RAW (Canon)",
+    ".cr3": "RAW (Canon)",
+    ".nef": "RAW (Nikon)",
+    ".arw": "RAW (Sony)",
+    ".raf": "RAW (Fujifilm)",
+    ".orf": "RAW (Olympus)",
+    ".svg": "SVG (vector)",
+    ".psd": "Photoshop",
+}
+NOISE_FOLDERS = frozenset({"__macosx", "@eadir", "$recycle.bin", "system volume information"})
+NOISE_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
+# zipfile reads these; anything else (Deflate64 from Windows Explorer, AES from WinZip) it cannot.
+READABLE_COMPRESSION = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+COMPRESSION_NAMES = {6: "Implode", 9: "Deflate64", 93: "Zstandard", 95: "XZ", 98: "PPMd", 99: "WinZip AES"}
+# A small entry cannot hurt whatever its ratio (and the total-size limit bounds many of them); a photo over 1 MiB
+# that expands a hundredfold is not a photo.
+RATIO_CHECK_MIN_BYTES = 1 << 20
+TRAIN_FOLDERS = ("train", "training")
+VAL_FOLDERS = ("val", "validation", "valid", "test", "testing")  # the first one present is the validation side
+FOOD101_META_FILES = ("classes.txt", "train.txt", "test.txt")
+MAX_META_BYTES = 64 << 20  # Food-101's meta/train.txt is 1.4 MB
+STEM_MAX_BYTES = 150  # leaves room for "-NN.jpg" under the 255-byte file-name limit
+UTF8_NAME_FLAG = 0x800
+ENCRYPTED_FLAG = 0x1
+
+
+class ArchiveError(ValueError):
+    """The archive cannot be prepared as given; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One file in the archive, as its central directory describes it."""
+
+    index: int  # position in the central directory: names can repeat, positions cannot
+    path: str  # decoded name, "/"-separated, as the user sees it
+    size: int
+    packed_size: int
+    crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An image file that the layout assigns to a class (and, in a split archive, to a side)."""
+
+    member: Member
+    label: str
+    given_split: GivenSplit | None
+    stem: str  # output file name without extension, unique within the class (case-insensitively)
+
+
+@dataclass(frozen=True, slots=True)
+class PassedOver:
+    """A file that will not be used, and why: 'ignored' for noise and files not asked for, 'skipped' for bad ones."""
+
+    member: Member
+    status: Literal["ignored", "skipped"]
+    reason: str
+    detail: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the archive holds: its layout, the candidate images and every file passed over."""
+
+    layout: Layout
+    top: str  # folder holding the layout ("" for the archive's root), e.g. "food-101/"
+    candidates: list[Candidate]
+    passed_over: list[PassedOver]
+    name_encoding: str  # how names not marked UTF-8 were decoded
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({candidate.label for candidate in self.candidates})
+
+    @property
+    def has_own_split(self) -> bool:
+        return self.layout != "class-folders"
+
+
+def open_archive(path: Path) -> zipfile.ZipFile:
+    """Open a zip for reading, turning every way it can fail into an error that names the fix."""
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as error:
+        raise ArchiveError(
+            f"{str(path)!r} is {describe_non_zip(path)} ({error}); make a zip of the dataset folder "
+            "(`zip -r dataset.zip dataset/`) and use that"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ArchiveError(
+            f"{str(path)!r} marks a file name as UTF-8 but it is not ({error}); re-zip the folder with "
+            "`zip -r` or 7-Zip"
+        ) from None
+    except NotImplementedError as error:
+        raise ArchiveError(f"{str(path)!r} needs a zip feature Python cannot read ({error}); re-zip it with `zip -r`") from None
+
+
+def describe_non_zip(path: Path) -> str:
+    """Say what a file that zipfile rejected most likely is, from its first bytes."""
+    with path.open("rb") as handle:
+        head = handle.read(264)
+    if not head:
+        return "empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip whose end is missing: truncated, e.g. an interrupted download or copy"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file (.tar.gz?), not a zip"
+    if head.startswith(b"Rar!"):
+        return "a RAR archive, not a zip"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "a 7-Zip archive, not a zip"
+    if head[257:262] == b"ustar":
+        return "a tar archive, not a zip"
+    return "not a zip archive"
+
+
+def scan_archive(archive: zipfile.ZipFile, settings: DataSettings) -> Catalog:
+    """Classify every file of the archive and detect its layout, from the central directory alone."""
+    infos = archive.infolist()
+    names, encoding = decode_names(infos, settings.name_encoding)
+    images: list[tuple[Member, tuple[str, ...]]] = []
+    passed_over: list[PassedOver] = []
+    all_paths: set[str] = set()
+    ratio_limit = settings.max_compression_ratio
+    size_limit = int(settings.max_image_mb * 1e6)
+    for index, (info, name) in enumerate(zip(infos, names)):
+        if name.endswith(("/", "\\")) and info.file_size == 0:
+            continue  # a folder entry, not a file
+        member = Member(index, name.replace("\\", "/"), info.file_size, info.compress_size, info.CRC)
+        parts, problem = split_member_path(name)
+        if problem:
+            passed_over.append(PassedOver(member, "skipped", "unsafe-path", problem))
+            continue
+        all_paths.add("/".join(parts))
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            passed_over.append(PassedOver(member, "skipped", "symlink", "symbolic link entry; links are never followed"))
+            continue
+        if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # no type bits: a plain file
+            passed_over.append(PassedOver(member, "skipped", "special-file", f"not a regular file (mode {mode:o})"))
+            continue
+        noise = describe_noise(parts)
+        if noise:
+            passed_over.append(PassedOver(member, "ignored", "noise", noise))
+            continue
+        suffix = Path(parts[-1]).suffix.lower()
+        if suffix in UNSUPPORTED_IMAGE_SUFFIXES and suffix not in IMAGE_SUFFIXES:
+            passed_over.append(
+                PassedOver(
+                    member,
+                    "skipped",
+                    "unsupported-format",
+                    f"{UNSUPPORTED_IMAGE_SUFFIXES[suffix]} images cannot be read; export them as JPEG",
+                )
+            )
+            continue
+        if suffix not in IMAGE_SUFFIXES:
+            kind = f"'{suffix}' file" if suffix else "file without an extension"
+            passed_over.append(PassedOver(member, "ignored", "not-an-image-file", f"{kind}, not an image"))
+            continue
+        rejection = reject_image_entry(info, size_limit, ratio_limit)
+        if rejection:
+            passed_over.append(PassedOver(member, "skipped", *rejection))
+            continue
+        images.append((member, parts))
+    layout, top = detect_layout([parts for _, parts in images], all_paths, passed_over, archive.filename)
+    candidates, misplaced = assign_classes(images, layout, top)
+    return Catalog(layout, "".join(f"{part}/" for part in top), candidates, passed_over + misplaced, encoding)
+
+
+def decode_names(infos: list[zipfile.ZipInfo], encoding: str | None) -> tuple[list[str], str]:
+    """Decode names the zip does not mark as UTF-8 with the given encoding, or the first that fits them all.
+
+    Zips made on Windows store names in the system code page without saying which (Shift-JIS/cp932 on Japanese
+    Windows, cp437 by the zip spec); Linux `zip` writes UTF-8 without setting the flag. zipfile decodes them all
+    as cp437, which maps every byte, so encoding back to cp437 recovers the raw bytes to decode properly.
+    """
+    raw = {
+        index: info.orig_filename.encode("cp437")
+        for index, info in enumerate(infos)
+        if not info.flag_bits & UTF8_NAME_FLAG and not info.orig_filename.isascii()
+    }
+    if encoding is None:
+        encoding = next((enc for enc in ("utf-8", "cp932") if all(fits(name, enc) for name in raw.values())), "cp437")
+    names = [info.orig_filename for info in infos]
+    for index, name in raw.items():
+        names[index] = name.decode(encoding, errors="replace")
+    return names, encoding
+
+
+def fits(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def split_member_path(name: str) -> tuple[tuple[str, ...], str | None]:
+    """Split a member name into folder parts, or say why it is unsafe to use at all."""
+    name = name.replace("\\", "/")  # old Windows zippers write backslashes
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        return (), "absolute path; only paths inside the archive are used"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return (), "control characters in the file name"
+    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    if ".." in parts:
+        return (), "climbs out of the archive with '..'"
+    if not parts:
+        return (), "empty file name"
+    if any(len(part.encode("utf-8", "replace")) > 255 for part in parts):
+        return (), "a folder or file name longer than 255 bytes"
+    return parts, None
+
+
+def describe_noise(parts: tuple[str, ...]) -> str | None:
+    for part in parts[:-1]:
+        if part.lower() in NOISE_FOLDERS:
+            return f"inside {part}/ (system metadata)"
+        if part.startswith("."):
+            return f"inside hidden folder {part}/"
+    name = parts[-1]
+    if name.lower() in NOISE_FILES:
+        return "Windows/macOS system file"
+    if name.startswith("."):
+        return "hidden file (e.g. .DS_Store or a macOS ._ resource fork)"
+    return None
+
+
+def reject_image_entry(info: zipfile.ZipInfo, size_limit: int, ratio_limit: float) -> tuple[str, str] | None:
+    """Reason and detail for an image entry that must not be decompressed, or None when it may be."""
+    if info.flag_bits & ENCRYPTED_FLAG:
+        return "encrypted", "password-protected; re-zip the photos without a password"
+    if info.compress_type not in READABLE_COMPRESSION:
+        method = COMPRESSION_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        return "unsupported-compression", f"compressed with {method}; re-zip with `zip -r` or 7-Zip (Deflate)"
+    if info.file_size > size_limit:
+        return "too-large", f"{info.file_size / 1e6:,.1f} MB, over max_image_mb={size_limit / 1e6:g}"
+    if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > ratio_limit * max(info.compress_size, 1):
+        ratio = info.file_size / max(info.compress_size, 1)
+        return "zip-bomb", (
+            f"expands {ratio:,.0f}x ({info.compress_size:,} to {info.file_size:,} bytes), over "
+            f"max_compression_ratio={ratio_limit:g}; photos barely compress"
+        )
+    return None
+
+
+def detect_layout(
+    image_paths: list[tuple[str, ...]], all_paths: set[str], passed_over: list[PassedOver], archive_name: str | None
+) -> tuple[Layout, tuple[str, ...]]:
+    """Find the folder holding the dataset and how it is organised, descending through single wrapper folders."""
+    top: tuple[str, ...] = ()
+    while image_paths:
+        depth = len(top)
+        folders = {path[depth] for path in image_paths if len(path) > depth + 1}
+        loose = sum(1 for path in image_paths if len(path) == depth + 1)
+        lowered = {folder.lower() for folder in folders}
+        if folders == {"images"} and any("/".join((*top, "meta", name)) in all_paths for name in FOOD101_META_FILES):
+            return "food-101", top
+        if lowered & set(TRAIN_FOLDERS) and lowered & set(VAL_FOLDERS):
+            return "split-folders", top
+        if len(folders) == 1 and not loose:
+            top = (*top, folders.pop())
+            continue
+        if folders:
+            return "class-folders", top
+        break
+    raise ArchiveError(
+        f"{archive_name or 'the archive'} fits no dataset layout: {summarise_contents(image_paths, passed_over)}.\n"
+        f"{ACCEPTED_LAYOUTS}"
+    )
+
+
+def summarise_contents(image_paths: list[tuple[str, ...]], passed_over: list[PassedOver]) -> str:
+    if image_paths:
+        folder = "/".join(image_paths[0][:-1])
+        where = f"directly in '{folder}/'" if folder else "at the top of the archive"
+        found = f"found {len(image_paths)} images {where} and no class folders"
+    else:
+        found = "found no images"
+    others = Counter(item.reason for item in passed_over)
+    if others:
+        found += " (and " + ", ".join(f"{count} {reason}" for reason, count in sorted(others.items())) + ")"
+    return found
+
+
+def assign_classes(
+    images: list[tuple[Member, tuple[str, ...]]], layout: Layout, top: tuple[str, ...]
+) -> tuple[list[Candidate], list[PassedOver]]:
+    """Give each image its class (and given side), and each class's images unique, safe output names."""
+    depth = len(top)
+    train_folder = val_folder = None
+    if layout == "split-folders":
+        present = {path[depth].lower() for _, path in images if len(path) > depth + 1}
+        train_folder = next(name for name in TRAIN_FOLDERS if name in present)
+        val_folder = next(name for name in VAL_FOLDERS if name in present)
+    placed: list[tuple[Member, str, GivenSplit | None, tuple[str, ...]]] = []
+    misplaced: list[PassedOver] = []
+    for member, path in images:
+        given: GivenSplit | None = None
+        class_depth = depth
+        if layout == "food-101":
+            class_depth = depth + 1
+        elif layout == "split-folders":
+            folder = path[depth].lower() if len(path) > depth + 1 else None
+            if folder not in (train_folder, val_folder):
+                detail = (
+                    f"'{path[depth]}/' is not used: '{val_folder}/' is the validation side"
+                    if folder in VAL_FOLDERS
+                    else f"outside the {train_folder}/ and {val_folder}/ folders"
+                )
+                misplaced.append(PassedOver(member, "ignored", "outside-split-folders", detail))
+                continue
+            given = "train" if folder == train_folder else "val"
+            class_depth = depth + 1
+        if len(path) <= class_depth + 1:
+            misplaced.append(PassedOver(member, "ignored", "not-in-class-folder", "not inside a class folder"))
+            continue
+        placed.append((member, path[class_depth], given, path[class_depth + 1 :]))
+    return name_outputs(placed), misplaced
+
+
+def name_outputs(placed: list[tuple[Member, str, GivenSplit | None, tuple[str, ...]]]) -> list[Candidate]:
+    """Build each output file name from the path inside its class folder; never from the raw member name."""
+    taken: set[tuple[str, str]] = set()
+    candidates = []
+    for member, label, given, inner in sorted(placed, key=lambda item: (item[1], item[0].path, item[0].index)):
+        stem = "__".join((*inner[:-1], Path(inner[-1]).stem)).lstrip(". ") or "image"
+        stem = stem.encode("utf-8")[:STEM_MAX_BYTES].decode("utf-8", "ignore")
+        unique, number = stem, 1
+        while (label, unique.casefold()) in taken:  # case-insensitive: the folder may be copied to macOS/Windows
+            number += 1
+            unique = f"{stem}-{number}"
+        taken.add((label, unique.casefold()))
+        candidates.append(Candidate(member, label, given, unique))
+    return candidates
+
+
+def select_classes(catalog: Catalog, wanted: list[str] | None) -> Catalog:
+    """Keep only the wanted classes (all when None); unknown names fail with the available ones."""
+    available = catalog.classes
+    if wanted is None:
+        if len(available) < 2:
+            raise ArchiveError(
+                f"found {len(available)} class folder(s) {available} in the {catalog.layout} layout; a classifier "
+                f"needs at least 2 classes, one folder of photos each.\n{ACCEPTED_LAYOUTS}"
+            )
+        return catalog
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, available, n=1, cutoff=0.6) or [
+                label for label in available if label.casefold() == name.casefold()
+            ]
+            hints.append(f"{name!r} (closest: {close[0]!r})" if close else repr(name))
+        raise ArchiveError(
+            f"classes {', '.join(hints)} not in the archive; available ({len(available)}): {', '.join(available)}"
+        )
+    chosen = set(wanted)
+    candidates = [candidate for candidate in catalog.candidates if candidate.label in chosen]
+    dropped = [
+        PassedOver(candidate.member, "ignored", "class-not-selected", f"class {candidate.label!r} not in classes",
+                   candidate.label)
+        for candidate in catalog.candidates
+        if candidate.label not in chosen
+    ]
+    return replace(catalog, candidates=candidates, passed_over=catalog.passed_over + dropped)
+
+
+def check_total_size(catalog: Catalog, settings: DataSettings) -> None:
+    """Refuse, before decompressing anything, an archive whose chosen files would expand past the limit."""
+    total = sum(candidate.member.size for candidate in catalog.candidates)
+    limit = settings.max_uncompressed_gb * 1e9
+    if total > limit:
+        raise ArchiveError(
+            f"the chosen images expand to {total / 1e9:,.1f} GB, over max_uncompressed_gb="
+            f"{settings.max_uncompressed_gb:g} (zip-bomb guard); if this archive is genuine, raise "
+            "data.max_uncompressed_gb, or pick fewer classes"
+        )
+
+
+def read_food101_split(archive: zipfile.ZipFile, catalog: Catalog) -> dict[str, GivenSplit]:
+    """Map 'class/stem' to the side Food-101's meta/train.txt and meta/test.txt put it on."""
+    sides: dict[str, GivenSplit] = {}
+    by_path = {info.filename: info for info in archive.infolist()}
+    for file_name, side in (("train.txt", "train"), ("test.txt", "val")):
+        info = by_path.get(f"{catalog.top}meta/{file_name}")
+        if info is None:
+            raise ArchiveError(
+                f"split_method='archive' needs Food-101's {catalog.top}meta/{file_name}, which this archive lacks; "
+                "use split_method='seeded'"
+            )
+        if info.file_size > MAX_META_BYTES or info.flag_bits & ENCRYPTED_FLAG:
+            raise ArchiveError(f"{info.filename} is not a plain Food-101 split list; use split_method='seeded'")
+        for line in archive.read(info).decode("utf-8", "replace").splitlines():
+            if line.strip():
+                sides[line.strip()] = side
+    return sides
+
+
+def apply_given_split(catalog: Catalog, sides: dict[str, GivenSplit]) -> Catalog:
+    """Put Food-101 images on the side its meta lists name; images the lists leave out are ignored."""
+    candidates, unlisted = [], []
+    images_folder = f"{catalog.top}images/"
+    for candidate in catalog.candidates:
+        key = str(Path(candidate.member.path.removeprefix(images_folder)).with_suffix(""))
+        side = sides.get(key)
+        if side is None:
+            unlisted.append(
+                PassedOver(candidate.member, "ignored", "not-in-archive-split", "not listed in meta/train.txt or "
+                           "meta/test.txt", candidate.label)
+            )
+        else:
+            candidates.append(replace(candidate, given_split=side))
+    return replace(catalog, candidates=candidates, passed_over=catalog.passed_over + unlisted)

@@ -1,0 +1,274 @@
+"""Extract a catalogued archive straight into root/<split>/<class>/, deduplicated and split exactly.
+
+The split is planned before anything is read, so each image is written once, straight to its side. Planning
+first has a catch: some files only turn out to be unusable (corrupt, too small) when read, and the counts must
+still come out exact (200 of 999 usable images, not 200 of the 1,000 planned). So the split is settled once more
+after reading, from the same seeded order restricted to the usable images, and the few files that change side
+are renamed (a rename in the same folder tree, never a copy). In count mode, images past the count are not read
+at all unless earlier ones fail.
+
+Identical files are found by CRC-32 and size from the central directory (free), then confirmed by SHA-256 of
+the bytes; only one copy of each content is kept, so no image can be on both sides of the split.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneflow.config import DataSettings
+from tuneflow.dataset.archive import Candidate, Catalog, GivenSplit
+from tuneflow.dataset.extract import Job, Outcome, extract_jobs
+from tuneflow.dataset.split import SplitError, deal, seeded_order
+
+SPLITS: tuple[GivenSplit, ...] = ("train", "val")
+MANIFEST_COLUMNS = ["path", "class", "split", "status", "reason", "detail", "size", "sha256", "width", "height", "file"]
+
+
+@dataclass
+class Built:
+    """The dataset written under root: images per side and class, and one manifest row per file in the archive."""
+
+    counts: dict[str, dict[str, int]]
+    rows: list[dict]
+    duplicates: int
+    converted: int
+
+
+@dataclass
+class Extraction:
+    """State of one archive's extraction: what was read, where it was written, which files repeat others."""
+
+    archive: Path
+    infos: list[zipfile.ZipInfo]
+    catalog: Catalog
+    settings: DataSettings
+    seed: int
+    seeded: bool  # split by seed; otherwise keep the archive's own split
+    root: Path
+    workers: int | None = None
+    candidates: dict[int, Candidate] = field(init=False)
+    order: dict[str, list[int]] = field(init=False)  # per class, the order its images are dealt in
+    representative: dict[int, int] = field(init=False)  # suspected duplicate -> first file with its CRC and size
+    copies: dict[int, list[int]] = field(init=False)  # representative -> its suspected duplicates
+    unread: set[int] = field(init=False)  # files that may still be written
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    duplicate_of: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.candidates = {candidate.member.index: candidate for candidate in self.catalog.candidates}
+        by_class: dict[str, list[int]] = defaultdict(list)
+        for candidate in sorted(self.catalog.candidates, key=lambda c: (c.member.path, c.member.index)):
+            by_class[candidate.label].append(candidate.member.index)
+        self.order = {
+            label: seeded_order(indexes, self.seed, label) if self.seeded else indexes
+            for label, indexes in sorted(by_class.items())
+        }
+        self.representative, self.copies = self.find_suspected_duplicates()
+        self.unread = set(self.candidates) - set(self.representative)
+
+    def find_suspected_duplicates(self) -> tuple[dict[int, int], dict[int, list[int]]]:
+        """Group files by CRC-32 and size; the first of each group (a train copy, when split) represents it."""
+
+        def preference(candidate: Candidate) -> tuple[int, str, int]:
+            # Keeping the train copy means a val file that repeats a train file is the one dropped.
+            val_copy = not self.seeded and candidate.given_split == "val"
+            return int(val_copy), candidate.member.path, candidate.member.index
+
+        first: dict[tuple[int, int], int] = {}
+        representative: dict[int, int] = {}
+        copies: dict[int, list[int]] = defaultdict(list)
+        for candidate in sorted(self.candidates.values(), key=preference):
+            key = (candidate.member.crc, candidate.member.size)
+            index = candidate.member.index
+            if key in first:
+                representative[index] = first[key]
+                copies[first[key]].append(index)
+            else:
+                first[key] = index
+        return representative, copies
+
+    def run(self) -> Built:
+        for side in SPLITS:
+            for label in self.order:
+                (self.root / side / label).mkdir(parents=True, exist_ok=True)
+        wanted = self.first_round()
+        while wanted:
+            self.read(wanted)
+            wanted = self.next_round()
+        return self.finish()
+
+    def first_round(self) -> dict[int, GivenSplit]:
+        """Where each file would go if every file were usable."""
+        wanted: dict[int, GivenSplit] = {}
+        counts = self.settings.per_class_counts
+        for label, order in self.order.items():
+            firsts = [index for index in order if index in self.unread]
+            if not self.seeded:
+                wanted.update((index, self.candidates[index].given_split) for index in firsts)
+                continue
+            try:
+                split = deal(firsts, label, self.settings.val_fraction, counts)
+            except SplitError:
+                split = None  # too few even before reading: settled, with the full story, in finish()
+            if split is None:
+                wanted.update((index, "train") for index in firsts)
+                continue
+            wanted.update((index, "val") for index in split.val)
+            wanted.update((index, "train") for index in split.train)
+        return wanted
+
+    def next_round(self) -> dict[int, GivenSplit]:
+        """Files still to write: duplicates that proved distinct and, in count mode, stand-ins for failed files."""
+        counts = self.settings.per_class_counts
+        wanted: dict[int, GivenSplit] = {}
+        for label, order in self.order.items():
+            waiting = [index for index in order if index in self.unread]
+            if counts is not None:
+                usable = sum(1 for index in order if self.usable(index))
+                waiting = waiting[: max(0, sum(counts) - usable)]
+            for index in waiting:
+                wanted[index] = self.candidates[index].given_split if not self.seeded else "train"
+        return wanted
+
+    def read(self, wanted: dict[int, GivenSplit]) -> None:
+        """Write the wanted files to their sides and hash their suspected duplicates, in one pass over the archive."""
+        jobs = []
+        suspects = [copy for index in wanted for copy in self.copies.get(index, ())]
+        for index, side in wanted.items():
+            candidate = self.candidates[index]
+            jobs.append(Job.for_member(self.infos[index], index, f"{side}/{candidate.label}/{candidate.stem}"))
+        jobs.extend(Job.for_member(self.infos[index], index, None) for index in suspects)
+        self.unread.difference_update(wanted)
+        for outcome in extract_jobs(self.archive, self.root, jobs, self.settings.min_image_size, self.workers):
+            self.outcomes[outcome.index] = outcome
+        for index in suspects:
+            self.settle_suspect(index)
+
+    def settle_suspect(self, index: int) -> None:
+        """Confirm a suspected duplicate by its SHA-256, or let it be written after all."""
+        outcome = self.outcomes[index]
+        original = self.outcomes[self.representative[index]]
+        if outcome.sha256 is None:
+            return  # unreadable: stays a read-error skip
+        if original.sha256 is None or original.sha256 != outcome.sha256:
+            # The first copy was damaged in the archive, or the CRC-32s collided: this file stands on its own.
+            del self.outcomes[index]
+            self.unread.add(index)
+        else:
+            self.duplicate_of[index] = self.representative[index]
+
+    def usable(self, index: int) -> bool:
+        outcome = self.outcomes.get(index)
+        return outcome is not None and outcome.file is not None
+
+    def finish(self) -> Built:
+        """Settle the split from the usable files, move the few that change side, and describe every file."""
+        counts = self.settings.per_class_counts
+        final: dict[int, GivenSplit] = {}
+        unused: set[int] = set()
+        for label, order in self.order.items():
+            usable = [index for index in order if self.usable(index)]
+            if self.seeded:
+                split = deal(usable, label, self.settings.val_fraction, counts, self.explain_count(order))
+                unused.update(split.unused)
+                final.update((index, "train") for index in split.train)
+                final.update((index, "val") for index in split.val)
+            else:
+                for side in SPLITS:
+                    if not any(self.candidates[index].given_split == side for index in usable):
+                        raise SplitError(
+                            f"class {label!r} has no usable {side} images in the archive's own split"
+                            f"{self.explain_count(order)}; add some, or set split_method='seeded' to split "
+                            "each class by seed"
+                        )
+                final.update((index, self.candidates[index].given_split) for index in usable)
+        for index in unused:
+            os.unlink(self.root / self.outcomes[index].file)
+        for index, side in final.items():
+            written = self.outcomes[index].file
+            moved = f"{side}/{self.candidates[index].label}/{written.rsplit('/', 1)[1]}"
+            if moved != written:
+                os.rename(self.root / written, self.root / moved)
+                self.outcomes[index] = _with_file(self.outcomes[index], moved)
+        return self.describe(final, unused)
+
+    def explain_count(self, order: list[int]) -> str:
+        reasons = Counter(self.skip_reason(index) for index in order if not self.usable(index))
+        reasons.pop(None, None)
+        if not reasons:
+            return ""
+        listed = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+        return f" of {len(order)} files ({sum(reasons.values())} skipped: {listed})"
+
+    def skip_reason(self, index: int) -> str | None:
+        if index in self.duplicate_of:
+            return "duplicate"
+        outcome = self.outcomes.get(index)
+        return outcome.reason if outcome is not None else None
+
+    def describe(self, final: dict[int, GivenSplit], unused: set[int]) -> Built:
+        rows = [passed_over_row(item) for item in self.catalog.passed_over]
+        counts = {side: {label: 0 for label in self.order} for side in SPLITS}
+        converted = 0
+        for index, candidate in self.candidates.items():
+            member = candidate.member
+            outcome = self.outcomes.get(index)
+            row = {
+                "path": member.path, "class": candidate.label, "split": final.get(index, candidate.given_split),
+                "size": member.size, "sha256": outcome.sha256 if outcome else None,
+                "width": outcome.width if outcome else None, "height": outcome.height if outcome else None,
+            }  # fmt: skip
+            if index in final:
+                counts[final[index]][candidate.label] += 1
+                converted += bool(outcome.detail)
+                row.update(status="kept", reason=None, detail=outcome.detail, file=outcome.file)
+            elif index in self.duplicate_of:
+                original = self.outcomes[self.duplicate_of[index]]
+                first = self.candidates[self.duplicate_of[index]]
+                kept_as = f"kept as {original.file}" if original.file else f"skipped: {original.reason}"
+                row.update(
+                    status="skipped", reason="duplicate", width=original.width, height=original.height,
+                    detail=f"same bytes as {first.member.path} ({kept_as})", file=None,
+                )  # fmt: skip
+            elif index in unused or outcome is None and index not in self.representative:
+                total = sum(self.settings.per_class_counts or ())
+                row.update(status="ignored", reason="over-per-class-count", file=None,
+                           detail=f"class already has train_per_class + val_per_class = {total} images")  # fmt: skip
+            elif outcome is None:
+                first = self.candidates[self.representative[index]]
+                row.update(status="skipped", reason="duplicate", file=None,
+                           detail=f"same size and CRC-32 as {first.member.path}, which was not needed")  # fmt: skip
+            else:
+                row.update(status="skipped", reason=outcome.reason, detail=outcome.detail, file=None)
+            rows.append(row)
+        rows.sort(key=lambda row: row["path"])
+        return Built(counts, rows, len(self.duplicate_of), converted)
+
+
+def _with_file(outcome: Outcome, file: str) -> Outcome:
+    return Outcome(outcome.index, outcome.sha256, outcome.width, outcome.height, file, outcome.reason, outcome.detail)
+
+
+def passed_over_row(item) -> dict:
+    return {
+        "path": item.member.path, "class": item.label, "split": None, "status": item.status, "reason": item.reason,
+        "detail": item.detail, "size": item.member.size, "sha256": None, "width": None, "height": None, "file": None,
+    }  # fmt: skip
+
+
+def build_dataset(
+    archive: Path,
+    infos: list[zipfile.ZipInfo],
+    catalog: Catalog,
+    settings: DataSettings,
+    seed: int,
+    seeded: bool,
+    root: Path,
+    workers: int | None = None,
+) -> Built:
+    """Write the catalogued images into root/train/<class>/ and root/val/<class>/ and describe every file."""
+    return Extraction(archive, infos, catalog, settings, seed, seeded, root, workers).run()

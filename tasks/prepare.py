@@ -1,127 +1,303 @@
-"""Prepare step: read the archive's class folders, split each class train/val, extract into the split layout."""
+"""Prepare step: turn the dataset archive into checked train/ and val/ folders, with a manifest of every file.
+
+`prepare_dataset` is plain Python (tests call it directly); the `prepare` task wraps it and publishes the data
+summary as Prefect artifacts. The work itself lives in `tuneflow.dataset`: scan the zip's directory, plan the
+split, stream each image straight into place, settle the split exactly.
+"""
 
 from __future__ import annotations
 
-import difflib
-import random
+import hashlib
+import json
+import os
 import shutil
-import zipfile
-from pathlib import Path, PurePosixPath
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Literal
 
+import pandas as pd
 from prefect import task
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from tasks.fetch import md5_of_file
 from tuneflow.config import DataSettings
+from tuneflow.dataset.archive import (
+    ArchiveError,
+    Catalog,
+    apply_given_split,
+    check_total_size,
+    open_archive,
+    read_food101_split,
+    scan_archive,
+    select_classes,
+)
+from tuneflow.dataset.build import MANIFEST_COLUMNS, Built, build_dataset
+from tuneflow.dataset.split import MIN_IMAGES_PER_CLASS, SplitError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
-NOISE_FOLDERS = {"__MACOSX"}
-SPLITS = ("train", "val")
-# Written last inside the dataset folder: its presence means the extraction finished.
-PREPARED_RECORD = "prepared.json"
-
-
-class Split(BaseModel):
-    """Archive member names per split and class."""
-
-    train: dict[str, list[str]]
-    val: dict[str, list[str]]
+MANIFEST_NAME = "manifest.csv"
+# Bump when the same archive and settings would now prepare differently, so cached datasets are not reused.
+PREPARE_VERSION = 1
+STALE_PARTIAL_SECONDS = 24 * 3600  # a build folder this old belongs to a crashed run, not a running one
+LAYOUT_NAMES = {
+    "food-101": "Food-101 (images/<class>/ + meta/)",
+    "split-folders": "already split (train/ + val/ folders)",
+    "class-folders": "one folder per class",
+}
 
 
 class PreparedDataset(BaseModel):
-    """A dataset laid out as root/train/<class>/* and root/val/<class>/*."""
+    """Where the prepared images are and what went into them: a small record, safe to keep in Prefect."""
 
-    root: Path
-    classes: list[str]
-    counts: dict[str, dict[str, int]]
+    root: Path = Field(description="Holds train/<class>/<file> and val/<class>/<file>.")
+    classes: list[str] = Field(description="Class names, sorted.")
+    counts: dict[str, dict[str, int]] = Field(description='Images per split and class: {"train": {class: n}, ...}.')
+    layout: Literal["food-101", "split-folders", "class-folders"] = Field(
+        "class-folders", description="How the archive was organised."
+    )
+    split_method: Literal["seeded", "archive"] = Field(
+        "seeded", description="'seeded': split here by seed; 'archive': the archive's own split, as given."
+    )
+    manifest: Path | None = Field(None, description="CSV with one row per file in the archive.")
+    files_seen: int = Field(0, ge=0, description="Files in the archive (folders not counted).")
+    skipped: dict[str, int] = Field(default_factory=dict, description="Files that could not be used, by reason.")
+    ignored: dict[str, int] = Field(default_factory=dict, description="Files not meant to be used, by reason.")
+    duplicates: int = Field(0, ge=0, description="Files dropped because the same bytes were kept elsewhere.")
+    converted: int = Field(0, ge=0, description="Images re-encoded to RGB JPEG/PNG or turned upright.")
+    notes: list[str] = Field(default_factory=list, description="Things about the data a user should know.")
+    reused_from: Path | None = Field(None, description="The cached preparation this run reused, if any.")
+
+    @property
+    def total(self) -> int:
+        return sum(sum(per_class.values()) for per_class in self.counts.values())
 
 
-def list_images_by_class(archive: Path) -> dict[str, list[str]]:
-    """Image members of the zip grouped by the folder they sit in (Food-101: food-101/images/<class>/x.jpg)."""
-    by_class: dict[str, list[str]] = {}
-    with zipfile.ZipFile(archive) as zipped:
-        for member in zipped.infolist():
-            path = PurePosixPath(member.filename)
-            if member.is_dir() or len(path.parts) < 2 or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if NOISE_FOLDERS & set(path.parts) or any(part.startswith(".") for part in path.parts):
-                continue
-            by_class.setdefault(path.parent.name, []).append(member.filename)
-    return {name: sorted(members) for name, members in sorted(by_class.items())}
+def prepare_dataset(
+    archive: Path,
+    dest: Path,
+    settings: DataSettings,
+    seed: int,
+    *,
+    cache_dir: Path | None = None,
+    archive_md5: str | None = None,
+    workers: int | None = None,
+) -> PreparedDataset:
+    """Prepare dest/train/<class>/ and dest/val/<class>/ from the archive, and write manifest.csv next to dest.
+
+    With a cache_dir, a preparation of the same archive bytes (archive_md5, computed when not given) with the same
+    settings is reused instead of redone. workers: processes for reading and checking images (default: all cores).
+    """
+    archive, dest = Path(archive), Path(dest)
+    check_dest_is_free(dest)
+    with open_archive(archive) as zip_file:
+        infos = zip_file.infolist()
+        catalog = select_classes(scan_archive(zip_file, settings), settings.classes)
+        seeded = use_seeded_split(catalog, settings)
+        if not seeded and catalog.layout == "food-101":
+            catalog = apply_given_split(catalog, read_food101_split(zip_file, catalog))
+    check_total_size(catalog, settings)
+    check_enough_images(catalog, settings, seeded)
+    if cache_dir is None:
+        return build_in_place(archive, infos, catalog, settings, seed, seeded, dest, workers)
+    key = cache_key(archive_md5 or md5_of_file(archive), settings, seed if seeded else None)
+    entry = Path(cache_dir) / key
+    if not entry.is_dir():
+        build_into_cache(archive, infos, catalog, settings, seed, seeded, entry, workers)
+    return reuse_cached(entry, dest)
 
 
-def select_classes(by_class: dict[str, list[str]], wanted: list[str] | None) -> dict[str, list[str]]:
-    """Keep the wanted classes (all when None), failing with the available names for an unknown one."""
-    available = sorted(by_class)
-    if not available:
-        raise ValueError(
-            "the archive holds no images in class folders; expected e.g. food-101/images/<class>/*.jpg "
-            "or dataset/<class>/*.jpg"
+def check_dest_is_free(dest: Path) -> None:
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(
+            f"{str(dest)!r} already exists and is not an empty folder; prepare into a new run folder"
         )
-    chosen = wanted or available
-    for name in chosen:
-        if name not in by_class:
-            closest = difflib.get_close_matches(name, available, n=1)
-            hint = f" Did you mean {closest[0]!r}?" if closest else ""
-            raise ValueError(f"class {name!r} is not in the archive; it has {available}.{hint}")
-    if len(chosen) < 2:
-        raise ValueError(f"the archive has only the class {chosen}; a classifier needs at least 2 class folders")
-    return {name: by_class[name] for name in sorted(chosen)}
 
 
-def split_files(by_class: dict[str, list[str]], val_fraction: float, seed: int) -> Split:
-    """Stratified split: each class shuffled with its own seeded generator, then cut at round(n * val_fraction)."""
-    train: dict[str, list[str]] = {}
-    val: dict[str, list[str]] = {}
-    for name, members in by_class.items():
-        if len(members) < 2:
-            raise ValueError(
-                f"class folder {name!r} has {len(members)} image; need at least 2 for a train/val split"
+def use_seeded_split(catalog: Catalog, settings: DataSettings) -> bool:
+    """Whether to split by seed (True) or keep the archive's own split (False), per settings.split_method."""
+    if settings.split_method == "seeded":
+        return True
+    if settings.split_method == "archive":
+        if not catalog.has_own_split:
+            raise ArchiveError(
+                "split_method='archive' needs an archive with its own split (train/ + val/ folders, or Food-101's "
+                "meta/train.txt and meta/test.txt), but this one is one folder per class; use split_method='auto'"
             )
-        shuffled = sorted(members)
-        # Seeding per class keeps a class's split stable when other classes are added or removed.
-        random.Random(f"{seed}/{name}").shuffle(shuffled)
-        val_count = min(max(1, round(len(shuffled) * val_fraction)), len(shuffled) - 1)
-        val[name] = sorted(shuffled[:val_count])
-        train[name] = sorted(shuffled[val_count:])
-    return Split(train=train, val=val)
+        return False
+    if catalog.layout == "split-folders":
+        if settings.per_class_counts is not None:
+            raise ArchiveError(
+                "the archive is already split into train/ and val/ folders, which split_method='auto' keeps; "
+                "train_per_class/val_per_class apply to a seeded split: set split_method='seeded' to re-split it"
+            )
+        return False
+    return True  # class folders, and Food-101 (whose own split is 750/250, not the 800/200 asked for by default)
 
 
-def extract_split(archive: Path, split: Split, dest: Path) -> PreparedDataset:
-    """Stream each chosen member straight to dest/<split>/<class>/<file name>; other members are never read."""
-    if dest.exists():
-        raise FileExistsError(f"{dest} already exists; each run prepares its dataset into a new folder")
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zipped:
-        for split_name in SPLITS:
-            for class_name, members in getattr(split, split_name).items():
-                folder = partial / split_name / class_name
-                folder.mkdir(parents=True)
-                for member in members:
-                    # The target name is built from the base name only, so no member path can escape dest.
-                    target = folder / PurePosixPath(member).name
-                    suffix = 2
-                    while target.exists():
-                        target = folder / f"{PurePosixPath(member).stem}-{suffix}{PurePosixPath(member).suffix}"
-                        suffix += 1
-                    with zipped.open(member) as source, target.open("wb") as sink:
-                        shutil.copyfileobj(source, sink)
-    counts = {name: {c: len(m) for c, m in getattr(split, name).items()} for name in SPLITS}
-    prepared = PreparedDataset(root=dest, classes=sorted(split.train), counts=counts)
-    (partial / PREPARED_RECORD).write_text(prepared.model_dump_json(indent=2))
-    partial.rename(dest)
-    return prepared
+def check_enough_images(catalog: Catalog, settings: DataSettings, seeded: bool) -> None:
+    """Fail before reading anything when a class cannot be split even if every one of its images is fine."""
+    per_class = Counter(candidate.label for candidate in catalog.candidates)
+    counts = settings.per_class_counts
+    needed = sum(counts) if counts and seeded else MIN_IMAGES_PER_CLASS
+    for label in catalog.classes:
+        if per_class[label] < needed:
+            what = (
+                f"train_per_class + val_per_class = {needed}"
+                if counts and seeded
+                else f"at least {needed} to split it into train and val"
+            )
+            raise SplitError(
+                f"class {label!r} has {per_class[label]} image file(s); need {what}. Add photos to {label!r}, "
+                "lower the counts, or leave it out of classes"
+            )
 
 
-def prepare_dataset(archive: Path, dest: Path, settings: DataSettings, seed: int) -> PreparedDataset:
-    """Split and extract the archive into dest; a resumed run finds dest complete and reuses it."""
-    if (dest / PREPARED_RECORD).is_file():
-        return PreparedDataset.model_validate_json((dest / PREPARED_RECORD).read_text())
-    by_class = select_classes(list_images_by_class(archive), settings.classes)
-    return extract_split(archive, split_files(by_class, settings.val_fraction, seed), dest)
+def build_in_place(archive, infos, catalog, settings, seed, seeded, dest: Path, workers) -> PreparedDataset:
+    """Build next to dest and rename into place, so dest is either complete or absent."""
+    work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        prepared = build(archive, infos, catalog, settings, seed, seeded, work, workers)
+        if dest.exists():
+            dest.rmdir()  # checked empty above
+        os.rename(work / "dataset", dest)
+        os.replace(work / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return prepared.model_copy(update={"root": dest, "manifest": dest.parent / MANIFEST_NAME})
+
+
+def build(archive, infos, catalog, settings, seed, seeded, work: Path, workers) -> PreparedDataset:
+    """Write work/dataset/ and work/manifest.csv; return the record describing them."""
+    root = work / "dataset"
+    root.mkdir(parents=True)
+    built = build_dataset(archive, infos, catalog, settings, seed, seeded, root, workers)
+    pd.DataFrame(built.rows, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"}).to_csv(
+        work / MANIFEST_NAME, index=False
+    )
+    return summarise(built, catalog, settings, seeded, root, work / MANIFEST_NAME)
+
+
+def summarise(
+    built: Built, catalog: Catalog, settings: DataSettings, seeded: bool, root: Path, manifest: Path
+) -> PreparedDataset:
+    skipped = Counter(row["reason"] for row in built.rows if row["status"] == "skipped")
+    ignored = Counter(row["reason"] for row in built.rows if row["status"] == "ignored")
+    notes = [f"layout: {LAYOUT_NAMES[catalog.layout]}" + (f" under {catalog.top}" if catalog.top else "")]
+    if not seeded:
+        notes.append("kept the archive's own train/val split; val_fraction does not apply")
+    notes.extend(uneven_class_notes(built.counts))
+    if built.duplicates:
+        notes.append(
+            f"{built.duplicates} duplicate file(s) dropped: only one copy of each content is kept, so no image is "
+            "on both sides of the split"
+        )
+    if catalog.name_encoding not in ("utf-8", "cp437"):
+        notes.append(f"file names not marked UTF-8 were read as {catalog.name_encoding}")
+    return PreparedDataset(
+        root=root,
+        classes=sorted(built.counts["train"]),
+        counts=built.counts,
+        layout=catalog.layout,
+        split_method="seeded" if seeded else "archive",
+        manifest=manifest,
+        files_seen=len(built.rows),
+        skipped=dict(sorted(skipped.items())),
+        ignored=dict(sorted(ignored.items())),
+        duplicates=built.duplicates,
+        converted=built.converted,
+        notes=notes,
+    )
+
+
+def uneven_class_notes(counts: dict[str, dict[str, int]]) -> list[str]:
+    """Name the classes whose size differs from the most common one: each is split on its own, exactly."""
+    totals = {label: counts["train"][label] + counts["val"][label] for label in counts["train"]}
+    if len(set(totals.values())) <= 1:
+        return []
+    usual, _ = Counter(totals.values()).most_common(1)[0]
+    odd = sorted((label for label, total in totals.items() if total != usual), key=lambda label: totals[label])
+    listed = ", ".join(
+        f"{label!r} {totals[label]:,} ({counts['train'][label]:,}/{counts['val'][label]:,})" for label in odd[:10]
+    )
+    more = f" and {len(odd) - 10} more" if len(odd) > 10 else ""
+    return [f"uneven classes: most have {usual:,} usable images; {listed}{more} (train/val)"]
+
+
+def cache_key(archive_md5: str, settings: DataSettings, seed: int | None) -> str:
+    """Name a preparation by everything that decides its output: code version, archive bytes, settings, seed."""
+    recipe = json.dumps(
+        {"version": PREPARE_VERSION, "archive_md5": archive_md5, "settings": settings.model_dump(), "seed": seed},
+        sort_keys=True,
+    )
+    return hashlib.sha256(recipe.encode()).hexdigest()[:24]
+
+
+def build_into_cache(archive, infos, catalog, settings, seed, seeded, entry: Path, workers) -> None:
+    """Build in a private folder, then publish it with one rename: a crash never leaves a half entry to reuse."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(entry.parent)
+    work = entry.parent / f".partial-{entry.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        prepared = build(archive, infos, catalog, settings, seed, seeded, work, workers)
+        (work / "prepared.json").write_text(prepared.model_dump_json(exclude={"root", "manifest"}, indent=2))
+        try:
+            os.rename(work, entry)
+        except OSError:
+            if not entry.is_dir():
+                raise  # otherwise another run published the same preparation first: use theirs
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_stale_partials(cache_dir: Path) -> None:
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    for partial in cache_dir.glob(".partial-*"):
+        if partial.stat().st_mtime < cutoff:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def reuse_cached(entry: Path, dest: Path) -> PreparedDataset:
+    """Give the run its own copy of a cached preparation: hard links, falling back to copies.
+
+    Hard links cost no disk space or time and leave the run's folder independent of the cache (deleting either
+    keeps the other's files). The files are only ever read; anything that rewrote one in place would change it in
+    both places, which is why training must not (and does not) write into the dataset folder.
+    """
+    work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        link_tree(entry / "dataset", work)
+        if dest.exists():
+            dest.rmdir()
+        os.rename(work, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    shutil.copyfile(entry / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
+    record = json.loads((entry / "prepared.json").read_text())
+    return PreparedDataset(**record, root=dest, manifest=dest.parent / MANIFEST_NAME).model_copy(
+        update={"reused_from": entry}
+    )
+
+
+def link_tree(source: Path, target: Path) -> None:
+    for folder, _, files in os.walk(source):
+        into = target / Path(folder).relative_to(source)
+        into.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            try:
+                os.link(Path(folder) / name, into / name)
+            except OSError:  # another filesystem, or one without hard links
+                shutil.copy2(Path(folder) / name, into / name)
 
 
 @task(name="prepare-dataset")
-def prepare(archive: Path, dest: Path, settings: DataSettings, seed: int) -> PreparedDataset:
-    """Split the archive's classes into train/val folders under the run directory."""
-    return prepare_dataset(archive, dest, settings, seed)
+def prepare(
+    archive: Path,
+    dest: Path,
+    settings: DataSettings,
+    seed: int,
+    cache_dir: Path | None = None,
+    archive_md5: str | None = None,
+) -> PreparedDataset:
+    """Split the archive's images into checked train/ and val/ folders and record every file in a manifest."""
+    return prepare_dataset(archive, dest, settings, seed, cache_dir=cache_dir, archive_md5=archive_md5)

@@ -30,6 +30,7 @@ from tuneflow.dataset.archive import (
     check_total_size,
     open_archive,
     read_food101_split,
+    name_files,
     scan_archive,
     select_classes,
 )
@@ -96,15 +97,17 @@ def prepare_dataset(
         seeded = use_seeded_split(catalog, settings)
         if not seeded and catalog.layout == "food-101":
             catalog = apply_given_split(catalog, read_food101_split(zip_file, catalog))
+    catalog = name_files(catalog, per_side=not seeded)
     check_total_size(catalog, settings)
     check_enough_images(catalog, settings, seeded)
     if cache_dir is None:
         return build_in_place(archive, infos, catalog, settings, seed, seeded, dest, workers)
     key = cache_key(archive_md5 or md5_of_file(archive), settings, seed if seeded else None)
     entry = Path(cache_dir) / key
-    if not entry.is_dir():
-        build_into_cache(archive, infos, catalog, settings, seed, seeded, entry, workers)
-    return reuse_cached(entry, dest)
+    if entry.is_dir():
+        return link_from_cache(entry, dest).model_copy(update={"reused_from": entry})
+    build_into_cache(archive, infos, catalog, settings, seed, seeded, entry, workers)
+    return link_from_cache(entry, dest)
 
 
 def check_dest_is_free(dest: Path) -> None:
@@ -257,7 +260,7 @@ def remove_stale_partials(cache_dir: Path) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def reuse_cached(entry: Path, dest: Path) -> PreparedDataset:
+def link_from_cache(entry: Path, dest: Path) -> PreparedDataset:
     """Give the run its own copy of a cached preparation: hard links, falling back to copies.
 
     Hard links cost no disk space or time and leave the run's folder independent of the cache (deleting either
@@ -274,9 +277,7 @@ def reuse_cached(entry: Path, dest: Path) -> PreparedDataset:
         shutil.rmtree(work, ignore_errors=True)
     shutil.copyfile(entry / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
     record = json.loads((entry / "prepared.json").read_text())
-    return PreparedDataset(**record, root=dest, manifest=dest.parent / MANIFEST_NAME).model_copy(
-        update={"reused_from": entry}
-    )
+    return PreparedDataset(**record, root=dest, manifest=dest.parent / MANIFEST_NAME)
 
 
 def link_tree(source: Path, target: Path) -> None:

@@ -89,7 +89,8 @@ class Candidate:
     member: Member
     label: str
     given_split: GivenSplit | None
-    stem: str  # output file name without extension, unique within the class (case-insensitively)
+    inner: str  # path inside the class folder, e.g. "2019/IMG_0001.JPG"
+    stem: str  # output file name without extension, set by name_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,12 @@ def scan_archive(archive: zipfile.ZipFile, settings: DataSettings) -> Catalog:
             passed_over.append(PassedOver(member, "skipped", *rejection))
             continue
         images.append((member, parts))
+    encrypted = sum(1 for item in passed_over if item.reason == "encrypted")
+    if encrypted and not images:
+        raise ArchiveError(
+            f"every image in {archive.filename or 'the archive'} is password-protected ({encrypted} files); unzip it "
+            "with its password and zip the folder again without one (`zip -r dataset.zip dataset/`)"
+        )
     layout, top = detect_layout([parts for _, parts in images], all_paths, passed_over, archive.filename)
     candidates, misplaced = assign_classes(images, layout, top)
     return Catalog(layout, "".join(f"{part}/" for part in top), candidates, passed_over + misplaced, encoding)
@@ -304,8 +311,9 @@ def detect_layout(
             return "food-101", top
         if lowered & set(TRAIN_FOLDERS) and lowered & set(VAL_FOLDERS):
             return "split-folders", top
-        if len(folders) == 1 and not loose:
-            top = (*top, folders.pop())
+        nested = any(len(path) > depth + 2 for path in image_paths)
+        if len(folders) == 1 and not loose and nested:
+            top = (*top, folders.pop())  # a wrapper folder (dataset/): look inside it
             continue
         if folders:
             return "class-folders", top
@@ -332,14 +340,14 @@ def summarise_contents(image_paths: list[tuple[str, ...]], passed_over: list[Pas
 def assign_classes(
     images: list[tuple[Member, tuple[str, ...]]], layout: Layout, top: tuple[str, ...]
 ) -> tuple[list[Candidate], list[PassedOver]]:
-    """Give each image its class (and given side), and each class's images unique, safe output names."""
+    """Give each image its class (and, in a split archive, its side); names come later, from name_files."""
     depth = len(top)
     train_folder = val_folder = None
     if layout == "split-folders":
         present = {path[depth].lower() for _, path in images if len(path) > depth + 1}
         train_folder = next(name for name in TRAIN_FOLDERS if name in present)
         val_folder = next(name for name in VAL_FOLDERS if name in present)
-    placed: list[tuple[Member, str, GivenSplit | None, tuple[str, ...]]] = []
+    placed: list[Candidate] = []
     misplaced: list[PassedOver] = []
     for member, path in images:
         given: GivenSplit | None = None
@@ -361,24 +369,31 @@ def assign_classes(
         if len(path) <= class_depth + 1:
             misplaced.append(PassedOver(member, "ignored", "not-in-class-folder", "not inside a class folder"))
             continue
-        placed.append((member, path[class_depth], given, path[class_depth + 1 :]))
-    return name_outputs(placed), misplaced
+        inner = path[class_depth + 1 :]
+        placed.append(Candidate(member, path[class_depth], given, "/".join(inner), ""))
+    return placed, misplaced
 
 
-def name_outputs(placed: list[tuple[Member, str, GivenSplit | None, tuple[str, ...]]]) -> list[Candidate]:
-    """Build each output file name from the path inside its class folder; never from the raw member name."""
-    taken: set[tuple[str, str]] = set()
-    candidates = []
-    for member, label, given, inner in sorted(placed, key=lambda item: (item[1], item[0].path, item[0].index)):
-        stem = "__".join((*inner[:-1], Path(inner[-1]).stem)).lstrip(". ") or "image"
+def name_files(catalog: Catalog, per_side: bool) -> Catalog:
+    """Give each image an output name built from its path inside the class folder, never from the raw name.
+
+    Names are unique within a class, case-insensitively (the folder may be copied to macOS or Windows), or within
+    a class and side when the archive's own split is kept, so train/pizza/1.jpg and val/pizza/1.jpg keep theirs.
+    """
+    taken: set[tuple[str, str | None, str]] = set()
+    named = []
+    for candidate in sorted(catalog.candidates, key=lambda c: (c.label, c.member.path, c.member.index)):
+        *folders, file_name = candidate.inner.split("/")
+        stem = "__".join((*folders, Path(file_name).stem)).lstrip(". ") or "image"
         stem = stem.encode("utf-8")[:STEM_MAX_BYTES].decode("utf-8", "ignore")
+        scope = (candidate.label, candidate.given_split if per_side else None)
         unique, number = stem, 1
-        while (label, unique.casefold()) in taken:  # case-insensitive: the folder may be copied to macOS/Windows
+        while (*scope, unique.casefold()) in taken:
             number += 1
             unique = f"{stem}-{number}"
-        taken.add((label, unique.casefold()))
-        candidates.append(Candidate(member, label, given, unique))
-    return candidates
+        taken.add((*scope, unique.casefold()))
+        named.append(replace(candidate, stem=unique))
+    return replace(catalog, candidates=named)
 
 
 def select_classes(catalog: Catalog, wanted: list[str] | None) -> Catalog:
@@ -387,30 +402,38 @@ def select_classes(catalog: Catalog, wanted: list[str] | None) -> Catalog:
     if wanted is None:
         if len(available) < 2:
             raise ArchiveError(
-                f"found {len(available)} class folder(s) {available} in the {catalog.layout} layout; a classifier "
-                f"needs at least 2 classes, one folder of photos each.\n{ACCEPTED_LAYOUTS}"
+                f"the archive has only the class {available}; a classifier needs at least 2 class folders "
+                f"(layout found: {catalog.layout})\n{ACCEPTED_LAYOUTS}"
             )
         return catalog
     unknown = [name for name in wanted if name not in available]
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, available, n=1, cutoff=0.6) or [
-                label for label in available if label.casefold() == name.casefold()
-            ]
-            hints.append(f"{name!r} (closest: {close[0]!r})" if close else repr(name))
-        raise ArchiveError(
-            f"classes {', '.join(hints)} not in the archive; available ({len(available)}): {', '.join(available)}"
-        )
+        hints = {name: closest_class(name, available) for name in unknown}
+        if len(unknown) == 1:
+            name = unknown[0]
+            what = f"class {name!r} is not"
+            hint = f" Did you mean {hints[name]!r}?" if hints[name] else ""
+        else:
+            what = f"classes {', '.join(map(repr, unknown))} are not"
+            guesses = [f"{close!r} for {name!r}" for name, close in hints.items() if close]
+            hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
+        raise ArchiveError(f"{what} in the archive; it has {available}.{hint}")
     chosen = set(wanted)
     candidates = [candidate for candidate in catalog.candidates if candidate.label in chosen]
     dropped = [
-        PassedOver(candidate.member, "ignored", "class-not-selected", f"class {candidate.label!r} not in classes",
-                   candidate.label)
+        PassedOver(
+            candidate.member, "ignored", "class-not-selected", f"class {candidate.label!r} not in classes",
+            candidate.label,
+        )
         for candidate in catalog.candidates
         if candidate.label not in chosen
     ]
     return replace(catalog, candidates=candidates, passed_over=catalog.passed_over + dropped)
+
+
+def closest_class(name: str, available: list[str]) -> str | None:
+    same_but_case = [label for label in available if label.casefold() == name.casefold()]
+    return (same_but_case or difflib.get_close_matches(name, available, n=1, cutoff=0.6) or [None])[0]
 
 
 def check_total_size(catalog: Catalog, settings: DataSettings) -> None:
@@ -428,7 +451,9 @@ def check_total_size(catalog: Catalog, settings: DataSettings) -> None:
 def read_food101_split(archive: zipfile.ZipFile, catalog: Catalog) -> dict[str, GivenSplit]:
     """Map 'class/stem' to the side Food-101's meta/train.txt and meta/test.txt put it on."""
     sides: dict[str, GivenSplit] = {}
-    by_path = {info.filename: info for info in archive.infolist()}
+    infos = archive.infolist()
+    names, _ = decode_names(infos, catalog.name_encoding)
+    by_path = {"/".join(split_member_path(name)[0]): info for name, info in zip(names, infos)}
     for file_name, side in (("train.txt", "train"), ("test.txt", "val")):
         info = by_path.get(f"{catalog.top}meta/{file_name}")
         if info is None:
@@ -447,10 +472,8 @@ def read_food101_split(archive: zipfile.ZipFile, catalog: Catalog) -> dict[str, 
 def apply_given_split(catalog: Catalog, sides: dict[str, GivenSplit]) -> Catalog:
     """Put Food-101 images on the side its meta lists name; images the lists leave out are ignored."""
     candidates, unlisted = [], []
-    images_folder = f"{catalog.top}images/"
     for candidate in catalog.candidates:
-        key = str(Path(candidate.member.path.removeprefix(images_folder)).with_suffix(""))
-        side = sides.get(key)
+        side = sides.get(f"{candidate.label}/{candidate.inner.rsplit('.', 1)[0]}")  # lines read "pizza/1001116"
         if side is None:
             unlisted.append(
                 PassedOver(candidate.member, "ignored", "not-in-archive-split", "not listed in meta/train.txt or "

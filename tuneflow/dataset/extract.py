@@ -235,4 +235,8 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    # Serve from the module under its import name, so results pickle as tuneflow.dataset.extract.Outcome (which
+    # the parent can load) rather than __main__.Outcome.
+    from tuneflow.dataset import extract
+
+    extract.serve()

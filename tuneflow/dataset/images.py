@@ -29,6 +29,17 @@ JPEG_END = b"\xff\xd9"
 PNG_RGB8 = b"\x08\x02"  # IHDR bit depth 8, colour type 2 (truecolour, no alpha)
 WHITE = (255, 255, 255)
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+# First bytes of the formats above: a file that starts like one but that Pillow cannot open is damaged, not text.
+SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"RIFF", "WebP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,9 @@ def inspect_image(data: bytes, min_side: int) -> Inspection:
     except Image.DecompressionBombError as error:
         return skip("too-large", str(error))
     except UnidentifiedImageError:
+        kind = next((name for signature, name in SIGNATURES if data.startswith(signature)), None)
+        if kind and kind != "WebP" or kind == "WebP" and data[8:12] == b"WEBP":
+            return skip("corrupt", f"starts like a {kind} file but its header is damaged")
         return skip("not-an-image", f"not an image file (it starts with {data[:12]!r})")
     except Exception as error:  # Pillow raises many types for damaged headers
         return skip("corrupt", f"unreadable image header: {error}")

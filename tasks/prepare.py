@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from tasks.fetch import md5_of_file
@@ -34,12 +35,14 @@ from tuneflow.dataset.archive import (
     scan_archive,
     select_classes,
 )
-from tuneflow.dataset.build import MANIFEST_COLUMNS, Built, build_dataset
+from tuneflow.dataset.build import Built, build_dataset
 from tuneflow.dataset.split import MIN_IMAGES_PER_CLASS, SplitError
 
 MANIFEST_NAME = "manifest.csv"
 # Bump when the same archive and settings would now prepare differently, so cached datasets are not reused.
 PREPARE_VERSION = 1
+# A Prefect artifact lives in its database: a whole manifest only when small, else just the files not kept.
+MANIFEST_ARTIFACT_ROWS = 1000
 STALE_PARTIAL_SECONDS = 24 * 3600  # a build folder this old belongs to a crashed run, not a running one
 LAYOUT_NAMES = {
     "food-101": "Food-101 (images/<class>/ + meta/)",
@@ -175,17 +178,16 @@ def build(archive, infos, catalog, settings, seed, seeded, work: Path, workers) 
     root = work / "dataset"
     root.mkdir(parents=True)
     built = build_dataset(archive, infos, catalog, settings, seed, seeded, root, workers)
-    pd.DataFrame(built.rows, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"}).to_csv(
-        work / MANIFEST_NAME, index=False
-    )
+    built.table.to_csv(work / MANIFEST_NAME, index=False)
     return summarise(built, catalog, settings, seeded, root, work / MANIFEST_NAME)
 
 
 def summarise(
     built: Built, catalog: Catalog, settings: DataSettings, seeded: bool, root: Path, manifest: Path
 ) -> PreparedDataset:
-    skipped = Counter(row["reason"] for row in built.rows if row["status"] == "skipped")
-    ignored = Counter(row["reason"] for row in built.rows if row["status"] == "ignored")
+    reasons = built.table.groupby("status")["reason"].value_counts()
+    skipped = reasons["skipped"].to_dict() if "skipped" in reasons else {}
+    ignored = reasons["ignored"].to_dict() if "ignored" in reasons else {}
     notes = [f"layout: {LAYOUT_NAMES[catalog.layout]}" + (f" under {catalog.top}" if catalog.top else "")]
     if not seeded:
         notes.append("kept the archive's own train/val split; val_fraction does not apply")
@@ -204,9 +206,9 @@ def summarise(
         layout=catalog.layout,
         split_method="seeded" if seeded else "archive",
         manifest=manifest,
-        files_seen=len(built.rows),
-        skipped=dict(sorted(skipped.items())),
-        ignored=dict(sorted(ignored.items())),
+        files_seen=len(built.table),
+        skipped={reason: int(count) for reason, count in sorted(skipped.items())},
+        ignored={reason: int(count) for reason, count in sorted(ignored.items())},
         duplicates=built.duplicates,
         converted=built.converted,
         notes=notes,
@@ -291,6 +293,40 @@ def link_tree(source: Path, target: Path) -> None:
                 shutil.copy2(Path(folder) / name, into / name)
 
 
+def counts_table(prepared: PreparedDataset) -> pd.DataFrame:
+    """Images per class and side, with totals: the table the report and the artifact show."""
+    table = pd.DataFrame(prepared.counts).reindex(prepared.classes).fillna(0).astype(int)
+    table["total"] = table.sum(axis=1)
+    table.loc["all classes"] = table.sum()
+    table.index.name = "class"
+    return table
+
+
+def publish_data_artifacts(prepared: PreparedDataset) -> None:
+    """Counts per class, and the manifest (whole when small, else every file not kept), as Prefect tables."""
+    counts = counts_table(prepared).reset_index()
+    create_table_artifact(
+        key="dataset-counts",
+        table=counts.to_dict(orient="records"),
+        description=f"{prepared.total:,} images in {len(prepared.classes)} classes ({prepared.layout}, "
+        f"{prepared.split_method} split) from {prepared.files_seen:,} files",
+    )
+    table = pd.read_csv(prepared.manifest, keep_default_na=False, dtype=str)
+    whole = len(table) <= MANIFEST_ARTIFACT_ROWS
+    shown = table if whole else table[table["status"] != "kept"].head(MANIFEST_ARTIFACT_ROWS)
+    create_table_artifact(
+        key="dataset-manifest",
+        table=shown.to_dict(orient="records"),
+        description=(
+            f"every file in the archive ({len(table):,})"
+            if whole
+            else f"{len(shown):,} of the {int((table['status'] != 'kept').sum()):,} files not kept "
+            f"(of {len(table):,} in the archive)"
+        )
+        + f"; the full manifest is {prepared.manifest}",
+    )
+
+
 @task(name="prepare-dataset")
 def prepare(
     archive: Path,
@@ -301,4 +337,14 @@ def prepare(
     archive_md5: str | None = None,
 ) -> PreparedDataset:
     """Split the archive's images into checked train/ and val/ folders and record every file in a manifest."""
-    return prepare_dataset(archive, dest, settings, seed, cache_dir=cache_dir, archive_md5=archive_md5)
+    prepared = prepare_dataset(archive, dest, settings, seed, cache_dir=cache_dir, archive_md5=archive_md5)
+    logger = get_run_logger()
+    logger.info(
+        "%s images (%s) from %s files; skipped %s; ignored %s",
+        f"{prepared.total:,}", prepared.layout, f"{prepared.files_seen:,}", prepared.skipped or "none",
+        prepared.ignored or "none",
+    )  # fmt: skip
+    for note in prepared.notes:
+        logger.info(note)
+    publish_data_artifacts(prepared)
+    return prepared

@@ -15,9 +15,10 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 from tasks.evaluate import EvalResult  # noqa: E402
 from tasks.fetch import FetchedArchive  # noqa: E402
-from tasks.prepare import PreparedDataset  # noqa: E402
+from tasks.prepare import MANIFEST_NAME, PreparedDataset, counts_table  # noqa: E402
 from tasks.train import TrainedModel  # noqa: E402
 from tuneflow.config import RetrainConfig  # noqa: E402
+from tuneflow.dataset import REASONS  # noqa: E402
 
 REPORT_FILE = "report.md"
 CURVES_FILE = "training_curves.png"
@@ -44,6 +45,29 @@ def plot_training_curves(history: pd.DataFrame, destination: Path) -> Path:
     return destination
 
 
+def data_section(dataset: PreparedDataset) -> list[str]:
+    """Images per class and split, files passed over by reason, and what the prepare step noticed."""
+    source = f"; reused the preparation in `{dataset.reused_from}`" if dataset.reused_from else ""
+    lines = [
+        f"{dataset.total:,} images from {dataset.files_seen:,} files in the archive, "
+        f"{'split by seed' if dataset.split_method == 'seeded' else 'split as the archive gave it'}; every file is "
+        f"listed with its status in `{MANIFEST_NAME}`{source}.",
+        "",
+        counts_table(dataset).to_markdown(),
+    ]
+    passed_over = [
+        (status, reason, count, REASONS.get(reason, ""))
+        for status, by_reason in (("skipped", dataset.skipped), ("ignored", dataset.ignored))
+        for reason, count in by_reason.items()
+    ]
+    if passed_over:
+        table = pd.DataFrame(passed_over, columns=["status", "reason", "files", "meaning"])
+        lines += ["", table.to_markdown(index=False)]
+    if dataset.notes:
+        lines += ["", *[f"- {note}" for note in dataset.notes]]
+    return lines
+
+
 def render_report(
     run_id: str,
     config: RetrainConfig,
@@ -60,7 +84,6 @@ def render_report(
     per_class["support"] = per_class["support"].astype(int)
     confusion = pd.DataFrame(metrics["confusion_matrix"]["counts"], index=classes, columns=classes)
     confusion.index.name = "true \\ predicted"
-    counts = pd.DataFrame(dataset.counts).reindex(classes).fillna(0).astype(int)
     provenance = {
         "source": archive.source,
         "archive MD5": archive.md5,
@@ -91,7 +114,7 @@ def render_report(
         "",
         "## Data",
         "",
-        counts.to_markdown(),
+        *data_section(dataset),
         "",
         "| provenance | value |",
         "| --- | --- |",

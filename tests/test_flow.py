@@ -16,7 +16,10 @@ from tuneflow.config import DataSettings, RetrainConfig, TrainingSettings
 pytestmark = pytest.mark.slow
 
 TINY_TRAINING = TrainingSettings(weights="none", image_size=32, batch_size=4, epochs=1)
-RUN_FILES = ["config.json", "model.keras", "classes.json", "history.csv", "metrics.json", "predictions.csv", "report.md"]
+RUN_FILES = [
+    "config.json", "manifest.csv", "model.keras", "classes.json", "history.csv", "metrics.json", "predictions.csv",
+    "report.md",
+]  # fmt: skip
 
 
 def tiny_config(archive: Path, data_root: Path, **changes) -> RetrainConfig:
@@ -46,6 +49,26 @@ def test_run_folder_holds_every_output(two_runs):
     report = (summary.run_dir / "report.md").read_text()
     assert f"{summary.accuracy:.2%}" in report
     assert summary.report_path == summary.run_dir / "report.md"
+
+
+def test_report_and_artifacts_summarise_the_data(two_runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    report = (two_runs[0].run_dir / "report.md").read_text()
+    data = report.split("## Data", 1)[1]
+    assert "30 images from 33 files in the archive, split by seed; every file is listed" in data
+    assert "| apple_pie   |       8 |     2 |      10 |" in data and "| all classes |      24 |     6 |      30 |" in data
+    assert "| ignored  | not-an-image-file |       3 |" in data  # Food-101's meta/*.txt
+    assert "- layout: Food-101 (images/<class>/ + meta/) under food-101/" in data
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-counts", "dataset-manifest"]))
+        )
+    tables = {artifact.key: json.loads(artifact.data) for artifact in artifacts}
+    assert {"class": "all classes", "train": 24, "val": 6, "total": 30} in tables["dataset-counts"]
+    manifest = pd.read_csv(two_runs[0].run_dir / "manifest.csv", keep_default_na=False, dtype=str)
+    assert len(tables["dataset-manifest"]) == len(manifest) == 33
 
 
 def test_accuracy_is_the_share_of_correct_predictions(two_runs):

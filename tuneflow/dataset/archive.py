@@ -62,6 +62,8 @@ TRAIN_FOLDERS = ("train", "training")
 VAL_FOLDERS = ("val", "validation", "valid", "test", "testing")  # the first one present is the validation side
 FOOD101_META_FILES = ("classes.txt", "train.txt", "test.txt")
 MAX_META_BYTES = 64 << 20  # Food-101's meta/train.txt is 1.4 MB
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+DRIVE_LETTER = re.compile(r"[A-Za-z]:")
 STEM_MAX_BYTES = 150  # leaves room for "-NN.jpg" under the 255-byte file-name limit
 UTF8_NAME_FLAG = 0x800
 ENCRYPTED_FLAG = 0x1
@@ -189,7 +191,7 @@ def scan_archive(archive: zipfile.ZipFile, settings: DataSettings) -> Catalog:
         if noise:
             passed_over.append(PassedOver(member, "ignored", "noise", noise))
             continue
-        suffix = Path(parts[-1]).suffix.lower()
+        suffix = suffix_of(parts[-1])
         if suffix in UNSUPPORTED_IMAGE_SUFFIXES and suffix not in IMAGE_SUFFIXES:
             passed_over.append(
                 PassedOver(
@@ -251,18 +253,25 @@ def fits(raw: bytes, encoding: str) -> bool:
 def split_member_path(name: str) -> tuple[tuple[str, ...], str | None]:
     """Split a member name into folder parts, or say why it is unsafe to use at all."""
     name = name.replace("\\", "/")  # old Windows zippers write backslashes
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+    if name.startswith("/") or DRIVE_LETTER.match(name):
         return (), "absolute path; only paths inside the archive are used"
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+    if CONTROL_CHARACTER.search(name):
         return (), "control characters in the file name"
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    parts = tuple([part for part in name.split("/") if part and part != "."])
     if ".." in parts:
         return (), "climbs out of the archive with '..'"
     if not parts:
         return (), "empty file name"
-    if any(len(part.encode("utf-8", "replace")) > 255 for part in parts):
+    # A part needs at least 64 characters to exceed 255 bytes of UTF-8: only long names are measured.
+    if len(name) > 63 and any(len(part.encode("utf-8", "replace")) > 255 for part in parts):
         return (), "a folder or file name longer than 255 bytes"
     return parts, None
+
+
+def suffix_of(file_name: str) -> str:
+    """'.jpg' for 'IMG_1.JPG'; '' without a dot (pathlib's rule, without pathlib's cost on 100k names)."""
+    dot = file_name.rfind(".")
+    return file_name[dot:].lower() if dot > 0 else ""
 
 
 def describe_noise(parts: tuple[str, ...]) -> str | None:
@@ -383,16 +392,17 @@ def name_files(catalog: Catalog, per_side: bool) -> Catalog:
     taken: set[tuple[str, str | None, str]] = set()
     named = []
     for candidate in sorted(catalog.candidates, key=lambda c: (c.label, c.member.path, c.member.index)):
-        *folders, file_name = candidate.inner.split("/")
-        stem = "__".join((*folders, Path(file_name).stem)).lstrip(". ") or "image"
-        stem = stem.encode("utf-8")[:STEM_MAX_BYTES].decode("utf-8", "ignore")
-        scope = (candidate.label, candidate.given_split if per_side else None)
+        inner = candidate.inner
+        stem = inner[: len(inner) - len(suffix_of(inner))].replace("/", "__").lstrip(". ") or "image"
+        if len(stem) > STEM_MAX_BYTES // 4:  # only a longer name can pass the byte limit
+            stem = stem.encode("utf-8")[:STEM_MAX_BYTES].decode("utf-8", "ignore")
+        side = candidate.given_split if per_side else None
         unique, number = stem, 1
-        while (*scope, unique.casefold()) in taken:
+        while (candidate.label, side, unique.casefold()) in taken:
             number += 1
             unique = f"{stem}-{number}"
-        taken.add((*scope, unique.casefold()))
-        named.append(replace(candidate, stem=unique))
+        taken.add((candidate.label, side, unique.casefold()))
+        named.append(Candidate(candidate.member, candidate.label, candidate.given_split, inner, unique))
     return replace(catalog, candidates=named)
 
 

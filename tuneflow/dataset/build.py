@@ -19,6 +19,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import Candidate, Catalog, GivenSplit
 from tuneflow.dataset.extract import Job, Outcome, extract_jobs
@@ -33,7 +35,7 @@ class Built:
     """The dataset written under root: images per side and class, and one manifest row per file in the archive."""
 
     counts: dict[str, dict[str, int]]
-    rows: list[dict]
+    table: pd.DataFrame  # the manifest
     duplicates: int
     converted: int
 
@@ -193,7 +195,7 @@ class Extraction:
             moved = f"{side}/{self.candidates[index].label}/{written.rsplit('/', 1)[1]}"
             if moved != written:
                 os.rename(self.root / written, self.root / moved)
-                self.outcomes[index] = _with_file(self.outcomes[index], moved)
+                self.outcomes[index] = self.outcomes[index]._replace(file=moved)
         return self.describe(final, unused)
 
     def explain_count(self, order: list[int]) -> str:
@@ -211,53 +213,46 @@ class Extraction:
         return outcome.reason if outcome is not None else None
 
     def describe(self, final: dict[int, GivenSplit], unused: set[int]) -> Built:
-        rows = [passed_over_row(item) for item in self.catalog.passed_over]
+        """One manifest row per file in the archive, in MANIFEST_COLUMNS order, and the counts per side and class."""
+        rows = [
+            (item.member.path, item.label, None, item.status, item.reason, item.detail, item.member.size,
+             None, None, None, None)
+            for item in self.catalog.passed_over
+        ]  # fmt: skip
         counts = {side: {label: 0 for label in self.order} for side in SPLITS}
         converted = 0
+        over_count = sum(self.settings.per_class_counts or ())
         for index, candidate in self.candidates.items():
-            member = candidate.member
+            member, label = candidate.member, candidate.label
             outcome = self.outcomes.get(index)
-            row = {
-                "path": member.path, "class": candidate.label, "split": final.get(index, candidate.given_split),
-                "size": member.size, "sha256": outcome.sha256 if outcome else None,
-                "width": outcome.width if outcome else None, "height": outcome.height if outcome else None,
-            }  # fmt: skip
+            sha256, width, height = outcome[1:4] if outcome else (None, None, None)
             if index in final:
-                counts[final[index]][candidate.label] += 1
+                side = final[index]
+                counts[side][label] += 1
                 converted += bool(outcome.detail)
-                row.update(status="kept", reason=None, detail=outcome.detail, file=outcome.file)
-            elif index in self.duplicate_of:
+                rows.append((member.path, label, side, "kept", None, outcome.detail, member.size, sha256, width,
+                             height, outcome.file))  # fmt: skip
+                continue
+            side = candidate.given_split
+            if index in self.duplicate_of:
                 original = self.outcomes[self.duplicate_of[index]]
                 first = self.candidates[self.duplicate_of[index]]
                 kept_as = f"kept as {original.file}" if original.file else f"skipped: {original.reason}"
-                row.update(
-                    status="skipped", reason="duplicate", width=original.width, height=original.height,
-                    detail=f"same bytes as {first.member.path} ({kept_as})", file=None,
-                )  # fmt: skip
+                status, reason, detail = "skipped", "duplicate", f"same bytes as {first.member.path} ({kept_as})"
+                width, height = original.width, original.height
             elif index in unused or outcome is None and index not in self.representative:
-                total = sum(self.settings.per_class_counts or ())
-                row.update(status="ignored", reason="over-per-class-count", file=None,
-                           detail=f"class already has train_per_class + val_per_class = {total} images")  # fmt: skip
+                status, reason = "ignored", "over-per-class-count"
+                detail = f"class already has train_per_class + val_per_class = {over_count} images"
             elif outcome is None:
                 first = self.candidates[self.representative[index]]
-                row.update(status="skipped", reason="duplicate", file=None,
-                           detail=f"same size and CRC-32 as {first.member.path}, which was not needed")  # fmt: skip
+                status, reason = "skipped", "duplicate"
+                detail = f"same size and CRC-32 as {first.member.path}, which was not needed"
             else:
-                row.update(status="skipped", reason=outcome.reason, detail=outcome.detail, file=None)
-            rows.append(row)
-        rows.sort(key=lambda row: row["path"])
-        return Built(counts, rows, len(self.duplicate_of), converted)
-
-
-def _with_file(outcome: Outcome, file: str) -> Outcome:
-    return Outcome(outcome.index, outcome.sha256, outcome.width, outcome.height, file, outcome.reason, outcome.detail)
-
-
-def passed_over_row(item) -> dict:
-    return {
-        "path": item.member.path, "class": item.label, "split": None, "status": item.status, "reason": item.reason,
-        "detail": item.detail, "size": item.member.size, "sha256": None, "width": None, "height": None, "file": None,
-    }  # fmt: skip
+                status, reason, detail = "skipped", outcome.reason, outcome.detail
+            rows.append((member.path, label, side, status, reason, detail, member.size, sha256, width, height, None))
+        table = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS)
+        table = table.astype({"width": "Int64", "height": "Int64"}).sort_values("path", kind="stable", ignore_index=True)
+        return Built(counts, table, len(self.duplicate_of), converted)
 
 
 def build_dataset(

@@ -20,6 +20,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from tuneflow.config import DriveSettings
+from tuneflow.dataset.archive import describe_non_zip
 from tuneflow.drive import (
     CachedDownload,
     DownloadProgress,
@@ -78,7 +79,8 @@ def locate_local_archive(source: str) -> FetchedArchive:
         )
     if not zipfile.is_zipfile(path):
         raise ValueError(
-            f"source {str(path)!r} is not a zip archive; give a .zip made with e.g. `zip -r dataset.zip dataset/`"
+            f"source {str(path)!r} is {describe_non_zip(path)}; give a .zip made with e.g. "
+            "`zip -r dataset.zip dataset/`"
         )
     path = path.resolve()
     return FetchedArchive(path=path, source=source, md5=md5_of_file(path), size_bytes=path.stat().st_size)

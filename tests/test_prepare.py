@@ -461,6 +461,15 @@ def test_truncated_or_non_zip_files_are_refused_with_the_fix(tmp_path, content, 
     assert not (tmp_path / "run").exists()
 
 
+def test_the_fetch_step_already_says_what_a_non_zip_source_is(tmp_path):
+    from tasks.fetch import locate_local_archive
+
+    archive = write_zip(tmp_path / "d.zip", class_folders({"cat": 3, "dog": 3}))
+    archive.write_bytes(archive.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="d.zip' is a zip whose end is missing: truncated, e.g. an interrupted download"):
+        locate_local_archive(str(archive))
+
+
 def test_damaged_member_data_is_a_read_error_skip(tmp_path):
     entries = class_folders({"cat": 3, "dog": 3})
     archive = write_zip(tmp_path / "d.zip", entries, compression=zipfile.ZIP_STORED)

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,7 +31,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-DISTINCT_BASES = 100  # drawn photos; every file gets its own bytes through a JPEG comment segment
+DISTINCT_BASES = 100
+SETTLE_SECONDS = 3  # drawn photos; every file gets its own bytes through a JPEG comment segment
 
 
 def jpeg_variants(count: int, size: int, quality: int):
@@ -61,21 +63,29 @@ def build_zip(path: Path, classes: int, per_class: int, size: int, quality: int)
     return path
 
 
-def time_unzip(archive: Path, out: Path) -> tuple[float, float]:
-    """Seconds and peak memory (MB) of `unzip -q` into a fresh folder.
+def settle() -> None:
+    """Flush the previous run's writes and deletions (trims on a `discard` mount) before timing the next one."""
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
+
+
+def time_unzip(archive: Path, out: Path) -> tuple[float, float, float]:
+    """Seconds, CPU seconds (user + system) and peak memory (MB) of `unzip -q` into a fresh folder.
 
     GNU time reports unzip's own peak; getrusage from Python would also count the Python pages a forked child
     holds until it execs.
     """
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    settle()
     start = time.perf_counter()
     result = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", "unzip", "-q", str(archive), "-d", str(out)],
+        ["/usr/bin/time", "-f", "%U %S %M", "unzip", "-q", str(archive), "-d", str(out)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    return seconds, int(result.stderr.strip().splitlines()[-1]) / 1024
+    user, system, peak_kb = result.stderr.strip().splitlines()[-1].split()
+    return seconds, float(user) + float(system), int(peak_kb) / 1024
 
 
 def peak_mb(pid: int | str = "self") -> float:
@@ -86,6 +96,12 @@ def peak_mb(pid: int | str = "self") -> float:
         return 0.0
     line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), "VmHWM: 0 kB")
     return int(line.split()[1]) / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its finished children (the helper processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def watch_workers(peaks: dict[int, float], stop) -> None:
@@ -104,6 +120,7 @@ def time_prepare(archive: Path, out: Path) -> dict:
     """Run prepare_dataset in a fresh process; returns its seconds and peak memory (main and workers)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    settle()
     result = subprocess.run(
         [sys.executable, __file__, "--prepare-once", str(archive), str(out / "dataset")],
         capture_output=True,
@@ -122,15 +139,16 @@ def prepare_once(archive: Path, dest: Path) -> None:
     stop = threading.Event()
     watcher = threading.Thread(target=watch_workers, args=(peaks, stop), daemon=True)
     watcher.start()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     prepared = prepare_dataset(archive, dest, DataSettings(), seed=42)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     stop.set()
     watcher.join()
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu": cpu,
                 "main_mb": peak_mb(),
                 "worker_mb": max(peaks.values(), default=0.0),
                 "workers": len(peaks),
@@ -152,18 +170,21 @@ def run_case(name: str, archive: Path, out: Path, repeats: int) -> None:
         prepares.append(time_prepare(archive, out / "prepare"))
         shutil.rmtree(out / "prepare")
         print(
-            f"  run {repeat + 1}: unzip -q {unzips[-1][0]:6.2f} s   prepare {prepares[-1]['seconds']:6.2f} s "
+            f"  run {repeat + 1}: unzip -q {unzips[-1][0]:6.2f} s ({unzips[-1][1]:5.2f} CPU s)   prepare "
+            f"{prepares[-1]['seconds']:6.2f} s ({prepares[-1]['cpu']:5.2f} CPU s) "
             f"(kept {prepares[-1]['kept']:,}, skipped {prepares[-1]['skipped']}, first class train/val "
             f"{prepares[-1]['counts_first_class']['train']}/{prepares[-1]['counts_first_class']['val']})",
             flush=True,
         )
-    unzip_times = [seconds for seconds, _ in unzips]
+    unzip_times = [seconds for seconds, _, _ in unzips]
     prepare_times = [run["seconds"] for run in prepares]
     for label, pick in (("best", min), ("median", statistics.median)):
         u, p = pick(unzip_times), pick(prepare_times)
         print(f"  {label:6}: unzip -q {u:6.2f} s  prepare {p:6.2f} s  ratio {p / u:4.2f}x  ({files / p:,.0f} files/s)")
+    u, p = statistics.median(cpu for _, cpu, _ in unzips), statistics.median(run["cpu"] for run in prepares)
+    print(f"  CPU (median): unzip -q {u:.2f} s  prepare {p:.2f} s  ratio {p / u:4.2f}x")
     print(
-        f"  peak memory: unzip {max(mb for _, mb in unzips):,.0f} MB; prepare main process "
+        f"  peak memory: unzip {max(mb for _, _, mb in unzips):,.0f} MB; prepare main process "
         f"{max(run['main_mb'] for run in prepares):,.0f} MB (incl. Prefect/pandas imports), "
         f"{max(run['workers'] for run in prepares)} workers at most {max(run['worker_mb'] for run in prepares):,.0f} MB "
         "each",
@@ -184,7 +205,7 @@ def main() -> None:
     if shutil.which("unzip") is None:
         sys.exit("unzip is not installed (apt-get install unzip)")
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"cores usable: {len(os.sched_getaffinity(0))}, load average before: {os.getloadavg()[0]:.2f}")
+    print(f"cores usable: {len(os.sched_getaffinity(0))}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
     started = time.perf_counter()
     photos = build_zip(args.out / "photos-5000x512px.zip", classes=5, per_class=1000, size=512, quality=85)
     print(f"built/found the 5,000-photo zip in {time.perf_counter() - started:.0f} s", flush=True)

@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,22 @@ def test_split_archive_can_be_resplit_by_seed(tmp_path):
     prepared = run(tmp_path, write_zip(tmp_path / "d.zip", entries), split_method="seeded", val_fraction=0.5)
     assert prepared.split_method == "seeded"
     assert prepared.counts == {"train": {"cat": 5, "dog": 5}, "val": {"cat": 5, "dog": 5}}
+
+
+def test_split_settings_that_contradict_the_archive_fail_with_the_fix(tmp_path):
+    folders = write_zip(tmp_path / "folders.zip", class_folders({"cat": 4, "dog": 4}))
+    with pytest.raises(ArchiveError, match=r"split_method='archive' needs an archive with its own split .* use split_method='auto'"):
+        run(tmp_path, folders, split_method="archive")
+    split = {**class_folders({"cat": 4, "dog": 4}, top="train/"), **class_folders({"cat": 1, "dog": 1}, top="val/", start=99)}
+    with pytest.raises(ArchiveError, match=r"already split into train/ and val/ .* set split_method='seeded' to re-split it"):
+        run(tmp_path, write_zip(tmp_path / "split.zip", split), train_per_class=3, val_per_class=1)
+    with pytest.raises(ValueError, match=r"train_per_class=3 and val_per_class=None: set both"):
+        DataSettings(train_per_class=3)
+    with pytest.raises(ValueError, match=r"val_per_class choose a seeded split, but split_method='archive' keeps"):
+        DataSettings(train_per_class=3, val_per_class=1, split_method="archive")
+    lopsided = {**class_folders({"cat": 4, "dog": 4}, top="train/"), **class_folders({"cat": 2}, top="val/", start=99)}
+    with pytest.raises(SplitError, match=r"^class 'dog' has no usable val images in the archive's own split; add some"):
+        run(tmp_path, write_zip(tmp_path / "lopsided.zip", lopsided))
 
 
 def food101_zip(path: Path, classes: dict[str, int]) -> Path:
@@ -347,6 +364,48 @@ def test_a_val_copy_of_a_train_image_is_dropped_from_an_archive_split(tmp_path):
     assert row["detail"] == "same bytes as train/cat/0001.jpg (kept as train/cat/0001.jpg)"
 
 
+def with_crc(data: bytes, target: int) -> bytes:
+    """data plus 4 bytes chosen so the whole has CRC-32 `target` (CRC-32 is affine: solve over GF(2))."""
+    base = zlib.crc32(data + bytes(4))
+    rows = [(zlib.crc32(data + (1 << bit).to_bytes(4, "little")) ^ base, 1 << bit) for bit in range(32)]
+    want, chosen = target ^ base, 0
+    for bit in range(32):  # Gaussian elimination on (effect, choice) pairs, pivoting on each effect bit
+        pivot = next((row for row in rows if row[0] >> bit & 1), None)
+        if pivot is None:
+            continue
+        rows = [(e ^ pivot[0], c ^ pivot[1]) if e >> bit & 1 and (e, c) != pivot else (e, c) for e, c in rows]
+        rows.remove(pivot)
+        if want >> bit & 1:
+            want, chosen = want ^ pivot[0], chosen ^ pivot[1]
+    forged = data + chosen.to_bytes(4, "little")
+    assert zlib.crc32(forged) == target
+    return forged
+
+
+def test_different_images_with_the_same_crc_and_size_are_both_kept(tmp_path):
+    first, second = image_bytes(1), image_bytes(2)
+    size = max(len(first), len(second)) + 8
+    first = first + bytes(size - len(first))  # zeros after the end marker, as some cameras write
+    second = with_crc(second + bytes(size - 4 - len(second)), zlib.crc32(first))
+    entries = {**class_folders({"cat": 4, "dog": 6}, start=10), "cat/a.jpg": first, "cat/b.jpg": second}
+    prepared = run(tmp_path, write_zip(tmp_path / "d.zip", entries))
+    table = manifest(prepared).set_index("path")
+    assert list(table.loc[["cat/a.jpg", "cat/b.jpg"], "status"]) == ["kept", "kept"]
+    assert prepared.duplicates == 0 and prepared.counts["train"]["cat"] + prepared.counts["val"]["cat"] == 6
+
+
+def test_a_copy_damaged_in_the_archive_does_not_cost_the_intact_one(tmp_path):
+    photo = image_bytes(5)
+    entries = {**class_folders({"cat": 4, "dog": 4}, start=10), "cat/a.jpg": photo, "cat/b.jpg": photo}
+    archive = write_zip(tmp_path / "d.zip", entries, compression=zipfile.ZIP_STORED)
+    data = archive.read_bytes()
+    archive.write_bytes(data.replace(photo[-300:-260], bytes(40), 1))  # damage the first copy only
+    prepared = run(tmp_path, archive)
+    table = manifest(prepared).set_index("path")
+    assert (table.loc["cat/a.jpg", "reason"], table.loc["cat/b.jpg", "status"]) == ("read-error", "kept")
+    assert prepared.counts == {"train": {"cat": 4, "dog": 3}, "val": {"cat": 1, "dog": 1}}
+
+
 def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
     entries = class_folders({"cat": 15, "dog": 15})
     entries["cat/bad.jpg"] = b"nope"
@@ -357,6 +416,16 @@ def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
     pooled = prepare_dataset(archive, tmp_path / "two" / "dataset", DataSettings(), 3, workers=2)
     assert listing(alone.root) == listing(pooled.root)
     assert manifest(alone).equals(manifest(pooled))
+    # The helper processes alone (this process standing by) write the same files and report the same outcomes.
+    with zipfile.ZipFile(archive) as opened:
+        jobs = [extract_module.Job.for_member(info, i, f"x/{i}") for i, info in enumerate(opened.infolist())]
+    for folder in ("in_process", "helpers"):
+        (tmp_path / folder / "x").mkdir(parents=True)
+    expected = extract_module.process_jobs(archive, tmp_path / "in_process", jobs, 32)
+    batches = [jobs[:10], jobs[10:20], jobs[20:]]
+    helped = extract_module.run_in_workers(archive, tmp_path / "helpers", batches, 32, helpers=2, here=False)
+    assert sorted(helped) == sorted(expected) and len(expected) == 32
+    assert listing(tmp_path / "helpers") == listing(tmp_path / "in_process")
 
 
 # ---------------------------------------------------------------------------------------------------- hostile

@@ -159,6 +159,7 @@ class Extraction:
         if original.sha256 is None or original.sha256 != outcome.sha256:
             # The first copy was damaged in the archive, or the CRC-32s collided: this file stands on its own.
             del self.outcomes[index]
+            del self.representative[index]
             self.unread.add(index)
         else:
             self.duplicate_of[index] = self.representative[index]

@@ -1,6 +1,6 @@
 """Benchmark (not a test): dataset preparation against plain `unzip -q` of the same zip.
 
-    python bench/prepare_bench.py [--out /tmp/tuneflow-bench] [--repeats 3] [--skip-large]
+    python bench/prepare_bench.py [--out /tmp/tuneflow-bench] [--write-to DIR] [--repeats 3] [--skip-large]
 
 Case 1: 5,000 distinct 512-px JPEGs (about 50 KB each, like Food-101's photos), deflated like `zip -r` does.
 Case 2: all of Food-101's shape: 101 classes x 1,000 small JPEGs (101,000 files), where per-file cost dominates.
@@ -8,7 +8,8 @@ Case 2: all of Food-101's shape: 101 classes x 1,000 small JPEGs (101,000 files)
 Each case times `unzip -q` and `prepare_dataset` (every image's header checked, hashed, split, manifest written)
 alternately, `--repeats` times, and prints the best and median of each with the ratio and peak memory. Preparation
 runs in a fresh process per repeat so its peak memory is its own; the timer covers the `prepare_dataset` call only,
-not Python's start-up or imports (a flow has those loaded already).
+not Python's start-up or imports (a flow has those loaded already). `--write-to /dev/shm/...` puts both outputs in
+memory, which takes a busy shared disk out of the comparison.
 """
 
 from __future__ import annotations
@@ -186,15 +187,16 @@ def run_case(name: str, archive: Path, out: Path, repeats: int) -> None:
     print(
         f"  peak memory: unzip {max(mb for _, _, mb in unzips):,.0f} MB; prepare main process "
         f"{max(run['main_mb'] for run in prepares):,.0f} MB (incl. Prefect/pandas imports), "
-        f"{max(run['workers'] for run in prepares)} workers at most {max(run['worker_mb'] for run in prepares):,.0f} MB "
-        "each",
+        f"{max(run['workers'] for run in prepares)} helper process(es) at most "
+        f"{max(run['worker_mb'] for run in prepares):,.0f} MB each",
         flush=True,
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/tuneflow-bench"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/tuneflow-bench"), help="where the zips are built")
+    parser.add_argument("--write-to", type=Path, help="where unzip and prepare write (default: --out)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-large", action="store_true", help="only the 5,000-image case")
     parser.add_argument("--prepare-once", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -209,12 +211,14 @@ def main() -> None:
     started = time.perf_counter()
     photos = build_zip(args.out / "photos-5000x512px.zip", classes=5, per_class=1000, size=512, quality=85)
     print(f"built/found the 5,000-photo zip in {time.perf_counter() - started:.0f} s", flush=True)
-    run_case("5,000 JPEGs of 512 px, 5 classes", photos, args.out, args.repeats)
+    work = args.write_to or args.out
+    print(f"writing into {work}", flush=True)
+    run_case("5,000 JPEGs of 512 px, 5 classes", photos, work, args.repeats)
     if not args.skip_large:
         started = time.perf_counter()
         food = build_zip(args.out / "food101-shape-101x1000.zip", classes=101, per_class=1000, size=64, quality=85)
         print(f"\nbuilt/found the 101,000-file zip in {time.perf_counter() - started:.0f} s", flush=True)
-        run_case("101 classes x 1,000 JPEGs of 64 px", food, args.out, args.repeats)
+        run_case("101 classes x 1,000 JPEGs of 64 px", food, work, args.repeats)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -231,7 +231,7 @@ def uneven_class_notes(counts: dict[str, dict[str, int]]) -> list[str]:
 
 def cache_key(archive_md5: str, settings: DataSettings, seed: int | None) -> str:
     """Name a preparation by everything that decides its output: code version, archive bytes, settings, seed."""
-    chosen = settings.model_dump() | {"classes": sorted(settings.classes or [])}  # the order classes are listed in is moot
+    chosen = settings.model_dump() | {"classes": sorted(settings.classes or [])}  # listing order does not matter
     recipe = json.dumps(
         {"version": PREPARE_VERSION, "archive_md5": archive_md5, "settings": chosen, "seed": seed}, sort_keys=True
     )

@@ -140,7 +140,9 @@ def open_archive(path: Path) -> zipfile.ZipFile:
             "`zip -r` or 7-Zip"
         ) from None
     except NotImplementedError as error:
-        raise ArchiveError(f"{str(path)!r} needs a zip feature Python cannot read ({error}); re-zip it with `zip -r`") from None
+        raise ArchiveError(
+            f"{str(path)!r} needs a zip feature Python cannot read ({error}); re-zip it with `zip -r`"
+        ) from None
 
 
 def describe_non_zip(path: Path) -> str:
@@ -182,7 +184,7 @@ def scan_archive(archive: zipfile.ZipFile, settings: DataSettings) -> Catalog:
         all_paths.add("/".join(parts))
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            passed_over.append(PassedOver(member, "skipped", "symlink", "symbolic link entry; links are never followed"))
+            passed_over.append(PassedOver(member, "skipped", "symlink", "symbolic link; links are never followed"))
             continue
         if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # no type bits: a plain file
             passed_over.append(PassedOver(member, "skipped", "special-file", f"not a regular file (mode {mode:o})"))

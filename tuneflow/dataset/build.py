@@ -252,7 +252,8 @@ class Extraction:
                 status, reason, detail = "skipped", outcome.reason, outcome.detail
             rows.append((member.path, label, side, status, reason, detail, member.size, sha256, width, height, None))
         table = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS)
-        table = table.astype({"width": "Int64", "height": "Int64"}).sort_values("path", kind="stable", ignore_index=True)
+        table = table.astype({"width": "Int64", "height": "Int64"})
+        table = table.sort_values("path", kind="stable", ignore_index=True)
         return Built(counts, table, len(self.duplicate_of), converted)
 
 

@@ -53,7 +53,8 @@ class Job(NamedTuple):
     def for_member(cls, info: zipfile.ZipInfo, index: int, target: str | None) -> Job:
         name = info.orig_filename
         # ASCII first: the cp437 codec is pure Python and costs seconds over 100k names.
-        raw_name = name.encode("ascii") if name.isascii() else name.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        encoding = "ascii" if name.isascii() else "utf-8" if info.flag_bits & 0x800 else "cp437"
+        raw_name = name.encode(encoding)
         return cls(
             index, info.header_offset, info.compress_type, info.compress_size, info.file_size, info.CRC, raw_name,
             target,
@@ -157,7 +158,9 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def extract_jobs(archive: Path, root: Path, jobs: list[Job], min_side: int, workers: int | None = None) -> list[Outcome]:
+def extract_jobs(
+    archive: Path, root: Path, jobs: list[Job], min_side: int, workers: int | None = None
+) -> list[Outcome]:
     """Run the jobs on `workers` cores (default: all), when there are enough of them to pay for starting helpers."""
     workers = min(workers or usable_cores(), MAX_WORKERS)
     if workers < 2 or len(jobs) < PARALLEL_MIN_FILES:

@@ -114,7 +114,12 @@ def watch_workers(peaks: dict[int, float], stop) -> None:
         except OSError:
             continue
         for child in children:
-            peaks[int(child)] = max(peaks.get(int(child), 0.0), peak_mb(child))
+            try:  # a child polled between fork and exec still shows this process's memory: skip until it is a helper
+                helper = b"tuneflow.dataset.extract" in Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if helper:
+                peaks[int(child)] = max(peaks.get(int(child), 0.0), peak_mb(child))
 
 
 def time_prepare(archive: Path, out: Path) -> dict:

@@ -23,6 +23,7 @@ import tuneflow.dataset.extract as extract_module
 from tasks.prepare import PreparedDataset, prepare_dataset
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import ArchiveError
+from tuneflow.dataset.images import Inspection, inspect_image
 from tuneflow.dataset.split import SplitError, deal, seeded_order, val_size
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -612,6 +613,28 @@ def test_bad_images_are_skipped_with_their_reason(tmp_path):
     assert details["cat/cut.jpg"] == "JPEG data ends early (no end-of-image marker)"
     assert details["cat/tiny.png"] == "8x40 px, under min_image_size=32"
     assert prepared.counts == {"train": {"cat": 2, "dog": 2}, "val": {"cat": 1, "dog": 1}}
+
+
+def test_the_plain_jpeg_scan_agrees_with_pillow_and_leaves_the_rest_to_it():
+    from tuneflow.dataset.images import plain_jpeg_size
+
+    plain = [image_bytes(1, (48, 32)), image_bytes(2, (33, 90), progressive=True), image_bytes(3, (40, 40), quality=5)]
+    for data in plain:
+        with Image.open(io.BytesIO(data)) as image:
+            assert plain_jpeg_size(data) == image.size
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    others = [
+        image_bytes(4, mode="L"), image_bytes(5, mode="CMYK"), image_bytes(6, exif=exif), image_bytes(7, fmt="PNG"),
+        b"\xff\xd8\xff\xc0\x00\x11garbage-in-the-frame-header", image_bytes(8)[:100], b"",
+    ]  # fmt: skip
+    assert [plain_jpeg_size(data) for data in others] == [None] * len(others)
+    cut = image_bytes(9)[:-50]  # a plain header, but the data ends early: Pillow decides
+    assert plain_jpeg_size(cut) == (32, 32)
+    assert inspect_image(cut, 32).reason == "truncated"
+    assert inspect_image(image_bytes(10, (8, 64)), 32).detail == "8x64 px, under min_image_size=32"
+    written_as_is = Inspection(32, 32, ".jpg", None, None, "")
+    assert inspect_image(image_bytes(6, exif=exif), 32) == inspect_image(image_bytes(6), 32) == written_as_is
 
 
 def exif_rotated_jpeg() -> bytes:

@@ -29,6 +29,10 @@ JPEG_END = b"\xff\xd9"
 PNG_RGB8 = b"\x08\x02"  # IHDR bit depth 8, colour type 2 (truecolour, no alpha)
 WHITE = (255, 255, 255)
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+PLAIN_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended and progressive Huffman frames
+# Segments a plain JPEG has before its frame: JFIF and other APPn (not Adobe's APP14), quantisation and Huffman
+# tables, restart interval, comments.
+PLAIN_HEADER_MARKERS = frozenset({0xE0, *range(0xE1, 0xEE), 0xEF, 0xDB, 0xC4, 0xDD, 0xFE})
 # First bytes of the formats above: a file that starts like one but that Pillow cannot open is damaged, not text.
 SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -58,8 +62,49 @@ def skip(reason: str, detail: str, width: int | None = None, height: int | None 
     return Inspection(width, height, None, None, reason, detail)
 
 
+def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a plain JPEG, read from its markers; None for anything else.
+
+    Plain: 8-bit, 3 components, Huffman-coded (baseline or progressive), with no EXIF block (which may turn it) and
+    no Adobe block (which may make it CMYK): what cameras and Food-101 write, and what TensorFlow decodes as it is.
+    Pillow parses every table of the header in Python; on 100,000 small photos this scan saves a third of the time.
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    position, end = 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        length = data[position + 2] << 8 | data[position + 3]
+        if length < 2 or position + 2 + length > end:
+            return None
+        if marker in PLAIN_FRAME_MARKERS:
+            if length < 17 or data[position + 4] != 8 or data[position + 9] != 3:  # 8-bit, 3 components
+                return None
+            height = data[position + 5] << 8 | data[position + 6]
+            width = data[position + 7] << 8 | data[position + 8]
+            return (width, height) if width and height else None
+        exif = marker == 0xE1 and data[position + 4 : position + 10] == b"Exif\0\0"
+        if marker not in PLAIN_HEADER_MARKERS or exif:
+            return None
+        position += 2 + length
+    return None
+
+
 def inspect_image(data: bytes, min_side: int) -> Inspection:
     """Check one file's bytes and say how it goes into the dataset."""
+    size = plain_jpeg_size(data)
+    if size is not None and data.rstrip(b"\0").endswith(JPEG_END):
+        width, height = size
+        if width * height > MAX_PIXELS:
+            return skip("too-large", f"{width}x{height} px, over {MAX_PIXELS:,} pixels", width, height)
+        if min(width, height) < min_side:
+            return skip("too-small", f"{width}x{height} px, under min_image_size={min_side}", width, height)
+        return Inspection(width, height, ".jpg", None, None, "")
     try:
         with warnings.catch_warnings():
             # Over-large images are skipped below, by our own limit and with a reason, not warned about.

@@ -39,6 +39,8 @@ from tuneflow.dataset.build import Built, build_dataset
 from tuneflow.dataset.split import MIN_IMAGES_PER_CLASS, SplitError
 
 MANIFEST_NAME = "manifest.csv"
+# The record of a finished preparation, inside its dataset folder: a resumed run finds it and reuses the folder.
+PREPARED_RECORD = "prepared.json"
 # Bump when the same archive and settings would now prepare differently, so cached datasets are not reused.
 PREPARE_VERSION = 1
 # A Prefect artifact lives in its database: a whole manifest only when small, else just the files not kept.
@@ -93,6 +95,8 @@ def prepare_dataset(
     settings is reused instead of redone. workers: processes for reading and checking images (default: all cores).
     """
     archive, dest = Path(archive), Path(dest)
+    if (dest / PREPARED_RECORD).is_file():  # dest only ever appears complete: this is a resumed run
+        return read_record(dest)
     check_dest_is_free(dest)
     with open_archive(archive) as zip_file:
         infos = zip_file.infolist()
@@ -107,10 +111,10 @@ def prepare_dataset(
         return build_in_place(archive, infos, catalog, settings, seed, seeded, dest, workers)
     key = cache_key(archive_md5 or md5_of_file(archive), settings, seed if seeded else None)
     entry = Path(cache_dir) / key
-    if entry.is_dir():
-        return link_from_cache(entry, dest).model_copy(update={"reused_from": entry})
-    build_into_cache(archive, infos, catalog, settings, seed, seeded, entry, workers)
-    return link_from_cache(entry, dest)
+    reused = entry.is_dir()
+    if not reused:
+        build_into_cache(archive, infos, catalog, settings, seed, seeded, entry, workers)
+    return link_from_cache(entry, dest, reused)
 
 
 def check_dest_is_free(dest: Path) -> None:
@@ -160,26 +164,38 @@ def check_enough_images(catalog: Catalog, settings: DataSettings, seeded: bool) 
 
 
 def build_in_place(archive, infos, catalog, settings, seed, seeded, dest: Path, workers) -> PreparedDataset:
-    """Build next to dest and rename into place, so dest is either complete or absent."""
+    """Build next to dest and rename into place last, so dest is either complete or absent."""
     work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        prepared = build(archive, infos, catalog, settings, seed, seeded, work, workers)
+        prepared = build(archive, infos, catalog, settings, seed, seeded, work, dest, workers)
+        os.replace(work / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
         if dest.exists():
             dest.rmdir()  # checked empty above
         os.rename(work / "dataset", dest)
-        os.replace(work / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return prepared.model_copy(update={"root": dest, "manifest": dest.parent / MANIFEST_NAME})
+    return prepared
 
 
-def build(archive, infos, catalog, settings, seed, seeded, work: Path, workers) -> PreparedDataset:
-    """Write work/dataset/ and work/manifest.csv; return the record describing them."""
+def build(archive, infos, catalog, settings, seed, seeded, work: Path, final_root: Path, workers) -> PreparedDataset:
+    """Write work/dataset/ (with its record) and work/manifest.csv, for renaming to final_root and next to it."""
     root = work / "dataset"
     root.mkdir(parents=True)
     built = build_dataset(archive, infos, catalog, settings, seed, seeded, root, workers)
     built.table.to_csv(work / MANIFEST_NAME, index=False)
-    return summarise(built, catalog, settings, seeded, root, work / MANIFEST_NAME)
+    prepared = summarise(built, catalog, settings, seeded, final_root, final_root.parent / MANIFEST_NAME)
+    write_record(root, prepared)
+    return prepared
+
+
+def write_record(root: Path, prepared: PreparedDataset) -> None:
+    (root / PREPARED_RECORD).write_text(prepared.model_dump_json(indent=2) + "\n")
+
+
+def read_record(root: Path) -> PreparedDataset:
+    """The record of the finished preparation in root, pointing at root wherever the folder now is."""
+    prepared = PreparedDataset.model_validate_json((root / PREPARED_RECORD).read_text())
+    return prepared.model_copy(update={"root": root, "manifest": root.parent / MANIFEST_NAME})
 
 
 def summarise(
@@ -244,8 +260,7 @@ def build_into_cache(archive, infos, catalog, settings, seed, seeded, entry: Pat
     remove_stale_partials(entry.parent)
     work = entry.parent / f".partial-{entry.name}-{uuid.uuid4().hex[:8]}"
     try:
-        prepared = build(archive, infos, catalog, settings, seed, seeded, work, workers)
-        (work / "prepared.json").write_text(prepared.model_dump_json(exclude={"root", "manifest"}, indent=2))
+        build(archive, infos, catalog, settings, seed, seeded, work, entry / "dataset", workers)
         try:
             os.rename(work, entry)
         except OSError:
@@ -262,31 +277,37 @@ def remove_stale_partials(cache_dir: Path) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def link_from_cache(entry: Path, dest: Path) -> PreparedDataset:
+def link_from_cache(entry: Path, dest: Path, reused: bool) -> PreparedDataset:
     """Give the run its own copy of a cached preparation: hard links, falling back to copies.
 
     Hard links cost no disk space or time and leave the run's folder independent of the cache (deleting either
     keeps the other's files). The files are only ever read; anything that rewrote one in place would change it in
-    both places, which is why training must not (and does not) write into the dataset folder.
+    both places, which is why training must not (and does not) write into the dataset folder, and why the run's
+    own record is written fresh rather than linked.
     """
     work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        link_tree(entry / "dataset", work)
+        link_tree(entry / "dataset", work, leave_out=PREPARED_RECORD)
+        prepared = read_record(entry / "dataset").model_copy(
+            update={"root": dest, "manifest": dest.parent / MANIFEST_NAME, "reused_from": entry if reused else None}
+        )
+        write_record(work, prepared)
+        shutil.copyfile(entry / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
         if dest.exists():
             dest.rmdir()
         os.rename(work, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    shutil.copyfile(entry / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
-    record = json.loads((entry / "prepared.json").read_text())
-    return PreparedDataset(**record, root=dest, manifest=dest.parent / MANIFEST_NAME)
+    return prepared
 
 
-def link_tree(source: Path, target: Path) -> None:
+def link_tree(source: Path, target: Path, leave_out: str) -> None:
     for folder, _, files in os.walk(source):
         into = target / Path(folder).relative_to(source)
         into.mkdir(parents=True, exist_ok=True)
         for name in files:
+            if folder == str(source) and name == leave_out:
+                continue
             try:
                 os.link(Path(folder) / name, into / name)
             except OSError:  # another filesystem, or one without hard links

@@ -62,6 +62,11 @@ def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+def images(prepared: PreparedDataset) -> list[str]:
+    """The split photos: every file of the dataset folder but its record."""
+    return [name for name in listing(prepared.root) if name != "prepared.json"]
+
+
 def manifest(prepared: PreparedDataset) -> pd.DataFrame:
     return pd.read_csv(prepared.manifest, keep_default_na=False)
 
@@ -94,7 +99,7 @@ def test_class_folders_at_the_root(tmp_path):
     assert prepared.layout == "class-folders" and prepared.split_method == "seeded"
     assert prepared.classes == ["cat", "dog"]
     assert prepared.counts == {"train": {"cat": 8, "dog": 8}, "val": {"cat": 2, "dog": 2}}
-    assert len(listing(prepared.root)) == 20
+    assert len(images(prepared)) == 20 and (prepared.root / "prepared.json").is_file()
     assert_only_run_folder_written(tmp_path, archive)
 
 
@@ -106,7 +111,7 @@ def test_class_folders_under_wrapper_folders_with_nested_photos(tmp_path):
     assert prepared.layout == "class-folders"
     assert prepared.notes[0] == "layout: one folder per class under Users/me/dataset/"
     assert prepared.counts["train"]["cat"] + prepared.counts["val"]["cat"] == 5
-    assert any(p.endswith("cat/2019__summer__IMG_1.jpg") for p in listing(prepared.root))
+    assert any(p.endswith("cat/2019__summer__IMG_1.jpg") for p in images(prepared))
 
 
 @pytest.mark.parametrize("val_folder", ["val", "validation", "valid", "test"])
@@ -117,7 +122,7 @@ def test_already_split_archive_is_kept_as_given(tmp_path, val_folder):
     prepared = run(tmp_path, archive, seed=123)
     assert prepared.layout == "split-folders" and prepared.split_method == "archive"
     assert prepared.counts == {"train": {"cat": 5, "dog": 4}, "val": {"cat": 2, "dog": 3}}
-    assert listing(prepared.root) == sorted(
+    assert images(prepared) == sorted(
         f"{'train' if '/train/' in name else 'val'}/{name.split('/')[-2]}/{name.split('/')[-1]}" for name in entries
     )
     assert "kept the archive's own train/val split; val_fraction does not apply" in prepared.notes
@@ -204,7 +209,7 @@ def test_noise_is_ignored_and_counted(tmp_path):
     assert prepared.ignored == {"noise": 3, "not-an-image-file": 3}
     assert prepared.skipped == {}
     assert prepared.files_seen == 14 and len(manifest(prepared)) == 14
-    assert sorted(name.split("/", 1)[1] for name in listing(prepared.root)) == [
+    assert sorted(name.split("/", 1)[1] for name in images(prepared)) == [
         "cat/0000.jpg", "cat/0001.jpg", "cat/0002.jpg", "cat/IMG_2.jpg",
         "dog/0000.jpg", "dog/0001.jpg", "dog/0002.jpg", "dog/photo.jpg",
     ]  # fmt: skip
@@ -301,9 +306,9 @@ def test_uneven_classes_are_split_exactly_and_reported(tmp_path):
 
 def test_same_seed_same_split_other_seed_other_split(tmp_path):
     archive = write_zip(tmp_path / "d.zip", class_folders({"cat": 20, "dog": 20}))
-    first = listing(run(tmp_path, archive, seed=7, run_name="a").root)
-    again = listing(run(tmp_path, archive, seed=7, run_name="b").root)
-    other = listing(run(tmp_path, archive, seed=8, run_name="c").root)
+    first = images(run(tmp_path, archive, seed=7, run_name="a"))
+    again = images(run(tmp_path, archive, seed=7, run_name="b"))
+    other = images(run(tmp_path, archive, seed=8, run_name="c"))
     assert first == again
     assert first != other and sorted(p.split("/", 1)[1] for p in first) == sorted(p.split("/", 1)[1] for p in other)
 
@@ -416,7 +421,7 @@ def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
     alone = prepare_dataset(archive, tmp_path / "one" / "dataset", DataSettings(), 3, workers=1)
     monkeypatch.setattr(extract_module, "PARALLEL_MIN_FILES", 1)
     pooled = prepare_dataset(archive, tmp_path / "two" / "dataset", DataSettings(), 3, workers=2)
-    assert listing(alone.root) == listing(pooled.root)
+    assert images(alone) == images(pooled)
     assert manifest(alone).equals(manifest(pooled))
     # The helper processes alone (this process standing by) write the same files and report the same outcomes.
     with zipfile.ZipFile(archive) as opened:
@@ -456,7 +461,7 @@ def test_symlink_entries_are_skipped(tmp_path):
     archive = write_zip(tmp_path / "d.zip", entries)
     prepared = run(tmp_path, archive)
     assert prepared.skipped == {"symlink": 1}
-    assert "link.jpg" not in " ".join(listing(prepared.root))
+    assert "link.jpg" not in " ".join(images(prepared))
     assert_only_run_folder_written(tmp_path, archive)
 
 
@@ -717,7 +722,7 @@ def test_written_images_decode_in_tensorflow_as_rgb(tmp_path):
         "dog/turned.jpg": exif_rotated_jpeg(), "dog/scan.bmp": image_bytes(7, fmt="BMP"),
     }  # fmt: skip
     prepared = run(tmp_path, write_zip(tmp_path / "d.zip", entries))
-    files = [prepared.root / name for name in listing(prepared.root)]
+    files = [prepared.root / name for name in images(prepared)]
     assert len(files) == 9
     for file in files:
         assert decode_image(tf.io.read_file(str(file)), 32).shape == (32, 32, 3), file
@@ -728,11 +733,9 @@ def test_the_sample_dataset_prepares_into_the_split_layout_and_nothing_else(tiny
     assert prepared.layout == "food-101" and prepared.classes == ["apple_pie", "pizza", "sashimi"]
     assert prepared.counts == {"train": {c: 8 for c in prepared.classes}, "val": {c: 2 for c in prepared.classes}}
     written = listing(tmp_path / "run")
-    assert len(written) == 31 and written[-1] == "manifest.csv"
-    assert all(name.startswith("dataset/") for name in written[:-1])
+    assert len(written) == 32 and (written[0], written[-1]) == ("dataset/prepared.json", "manifest.csv")
+    assert all(name.startswith("dataset/train/") or name.startswith("dataset/val/") for name in written[1:-1])
     assert_only_run_folder_written(tmp_path, tiny_archive)
-    with pytest.raises(FileExistsError, match="already exists"):
-        prepare_dataset(tiny_archive, prepared.root, DataSettings(), seed=5)
 
 
 # ---------------------------------------------------------------------------------------------------- manifest, reuse
@@ -766,9 +769,9 @@ def test_same_archive_and_settings_reuse_the_cached_preparation(tmp_path, monkey
     monkeypatch.setattr(prepare_module, "build_dataset", lambda *a, **k: built.append(a) or pytest.fail("rebuilt"))
     second = prepare_dataset(archive, tmp_path / "r2" / "dataset", DataSettings(), 1, cache_dir=cache)
     assert first.reused_from is None and second.reused_from is not None and built == []
-    assert listing(first.root) == listing(second.root)
+    assert images(first) == images(second)
     assert (tmp_path / "r2" / "manifest.csv").read_text() == (tmp_path / "r1" / "manifest.csv").read_text()
-    some = listing(second.root)[0]
+    some = images(second)[0]
     assert os.path.samefile(second.root / some, second.reused_from / "dataset" / some)  # hard-linked, not copied
     monkeypatch.undo()
     other = prepare_dataset(archive, tmp_path / "r3" / "dataset", DataSettings(), 2, cache_dir=cache)
@@ -793,8 +796,26 @@ def test_a_crash_leaves_no_cache_entry_and_no_dataset(tmp_path, monkeypatch):
     assert prepared.reused_from is None and prepared.total == 20
 
 
-def test_dest_that_already_holds_files_is_refused(tmp_path):
+def test_a_resumed_run_reuses_its_finished_dataset(tmp_path, monkeypatch):
+    archive = write_zip(tmp_path / "d.zip", class_folders({"cat": 5, "dog": 5}))
+    first = run(tmp_path, archive)
+    monkeypatch.setattr(prepare_module, "build_dataset", lambda *a, **k: pytest.fail("prepared again"))
+    again = run(tmp_path, archive)  # the same dest, as the flow passes it when resuming a run
+    assert again == first and again.root == tmp_path / "run" / "dataset"
+    cache = tmp_path / "prepared"
+    monkeypatch.undo()
+    cached = prepare_dataset(archive, tmp_path / "r2" / "dataset", DataSettings(), 0, cache_dir=cache)
+    relinked = prepare_dataset(archive, tmp_path / "r3" / "dataset", DataSettings(), 0, cache_dir=cache)
+    assert cached.reused_from is None and relinked.reused_from.parent == cache
+    assert run(tmp_path, archive, run_name="r3") == relinked  # resuming the run that reused keeps its record
+    # The run's record is its own file, not a hard link into the cache.
+    assert not os.path.samefile(relinked.root / "prepared.json", relinked.reused_from / "dataset" / "prepared.json")
+
+
+def test_dest_that_already_holds_other_files_is_refused(tmp_path):
     archive = write_zip(tmp_path / "d.zip", class_folders({"cat": 3, "dog": 3}))
-    prepared = run(tmp_path, archive)
+    (tmp_path / "run" / "dataset").mkdir(parents=True)
+    (tmp_path / "run" / "dataset" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="already exists and is not an empty folder; prepare into a new run"):
-        prepare_dataset(archive, prepared.root, DataSettings(), 0)
+        run(tmp_path, archive)
+    assert listing(tmp_path / "run") == ["dataset/notes.txt"]

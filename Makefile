@@ -27,6 +27,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/training_bench.py
 	$(BIN)/python bench/compare_recipes.py
 	$(BIN)/python bench/drive_download.py
+	$(BIN)/python bench/prepare_bench.py
 
 clean-runs:
 	rm -rf data/runs data/sample

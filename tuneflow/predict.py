@@ -6,6 +6,7 @@ in `predictions.csv`. An image that cannot be decoded is reported with its reaso
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -106,7 +107,9 @@ def decode_or_reason(encoded: bytes, image_size: int) -> np.ndarray | str:
     try:
         return decode_image(tf.constant(encoded), image_size).numpy()
     except tf.errors.OpError as error:  # TensorFlow says InvalidArgumentError for a file that is no image
-        return error.message.splitlines()[0].removesuffix(" [Op:DecodeImage]")
+        # Keep TensorFlow's sentence, drop its "{{function_node ...}}" prefix and "[Op:DecodeImage]" suffix.
+        message = re.sub(r"\{\{.*?\}\}\s*", "", error.message.splitlines()[0])
+        return re.sub(r"\s*\[Op:.*$", "", message).strip()
 
 
 def predict_encoded(

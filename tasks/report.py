@@ -28,6 +28,7 @@ from tuneflow.html_report import (
     TYPICAL_PER_CLASS,
     ReportContent,
     Thumbnail,
+    findings,
     headline_top_k,
     render_html,
     thumbnail_uri,
@@ -81,15 +82,12 @@ def make_thumbnails(rows: pd.DataFrame, dataset_root: Path, with_classes: bool) 
 
 
 def training_summary(config: RetrainConfig, trained: TrainedModel) -> dict:
-    """The settings and timings a reader compares between runs."""
+    """The settings and timings a reader compares between runs: every field of the training record but paths."""
     return {
         **config.training.model_dump(mode="json"),
         "seed": config.seed,
         "val_fraction": config.data.val_fraction,
-        "epochs_run": trained.epochs_run,
-        "training_images": trained.train_images,
-        "training_time": f"{trained.seconds:.0f} s",
-        "throughput": f"{trained.images_per_second:.1f} images/s",
+        **trained.model_dump(mode="json", exclude={"model_path", "history_path", "classes"}),
     }
 
 
@@ -149,6 +147,8 @@ def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision
         "| --- | --- |",
         *[f"| {label} | {value} |" for label, value in rows],
         "",
+        *[f"- {note}" for note in findings(metrics)],
+        *([""] if findings(metrics) else []),
     ]
 
 

@@ -64,3 +64,4 @@ def tiny_model(tmp_path_factory) -> Path:
 
     model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=1)
     return save_classifier(model, list(TINY_CLASSES), tmp_path_factory.mktemp("tiny-model")).parent
+

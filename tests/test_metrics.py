@@ -115,3 +115,20 @@ def test_a_class_the_model_does_not_know_is_named():
 def test_missing_probability_column_is_named():
     with pytest.raises(ValueError, match=r"lacks the columns \['p_sashimi'\]"):
         compute_metrics(hand_made_table().drop(columns="p_sashimi"), CLASSES)
+
+
+def test_findings_name_the_failure_patterns(metrics):
+    from tuneflow.html_report import findings
+
+    notes = findings(metrics)
+    assert "Never predicted: sashimi (1 of 4 classes)." in notes
+    assert "No validation image of tiramisu: nothing is known about how well it is recognised." in notes
+    assert not any("takes" in note for note in notes)  # pizza: 4 of 8 predictions is not more than half
+
+
+def test_a_model_answering_one_class_is_called_out():
+    from tuneflow.html_report import findings
+
+    table = hand_made_table()
+    collapsed = compute_metrics(table.assign(predicted_class="pizza"), CLASSES)
+    assert any(note.startswith("pizza takes 100% of all predictions but is 38% of the images") for note in findings(collapsed))

@@ -13,7 +13,7 @@ import pytest
 from tasks.evaluate import EvalResult, predict_folder_split
 from tasks.prepare import prepare_dataset
 from tasks.promote import BASELINE_PREDICTIONS_FILE, promote_trained_model
-from tasks.train import TrainedModel
+from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings
 from tuneflow.model import CLASSES_FILE, MODEL_FILE
 from tuneflow.promotion import (
@@ -176,8 +176,8 @@ def candidate(trained_once, run_dir: Path) -> tuple[TrainedModel, EvalResult]:
     run_dir.mkdir(parents=True)
     for name in (MODEL_FILE, CLASSES_FILE):
         shutil.copy2(model_dir / name, run_dir / name)
-    trained = TrainedModel(model_path=run_dir / MODEL_FILE, classes=CLASSES, history_path=run_dir / "history.csv",
-                           epochs_run=1, train_images=24, seconds=1.0, images_per_second=24.0)
+    trained = training_record(model_path=run_dir / MODEL_FILE, classes=CLASSES, history_path=run_dir / "history.csv",
+                              epochs_run=1, train_images=24, seconds=1.0)
     evaluation = EvalResult(accuracy=accuracy, num_images=6, predictions_path=run_dir / "predictions.csv",
                             metrics_path=run_dir / "metrics.json")
     return trained, evaluation

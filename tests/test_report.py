@@ -28,7 +28,8 @@ from tasks.report import (
     select_mistakes,
     write_run_report,
 )
-from tasks.train import TrainedModel, list_split
+from tasks.train import list_split
+from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
 from tuneflow.promotion import Baseline, PromotionDecision, decide_promotion
@@ -85,8 +86,8 @@ def run(tmp_path_factory):
     history_path = run_dir / "history.csv"
     two_phase_history().to_csv(history_path, index=False)
 
-    trained = TrainedModel(model_path=run_dir / "model.keras", classes=classes, history_path=history_path,
-                           epochs_run=5, train_images=60, seconds=42.0, images_per_second=7.1)
+    trained = training_record(model_path=run_dir / "model.keras", classes=classes, history_path=history_path,
+                              epochs_run=5, train_images=60, seconds=42.0)
     evaluation = EvalResult(accuracy=metrics.accuracy, num_images=metrics.num_images,
                             predictions_path=run_dir / "predictions.csv", metrics_path=run_dir / "metrics.json")
     baseline = Baseline(version=IN_USE, classes=classes, accuracy=compute_metrics(in_use, classes).accuracy,

@@ -16,12 +16,14 @@ from pydantic import BaseModel, ValidationError
 from tuneflow.config import DataSettings, DriveSettings, PromotionSettings, RetrainConfig, TrainingSettings
 
 DEMO_DATA_ROOT = Path("data")
-CURRENT_MODEL = "current"
 DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
 # Sized to finish well inside a few minutes on 2 CPU cores.
 DEMO_SAMPLE = {"images_per_class": 40, "image_size": 96}
 DEMO_TRAINING = {"image_size": 48, "batch_size": 16, "epochs": 5}
 DEMO_PRETRAINED_TRAINING = {"image_size": 96, "batch_size": 16, "epochs": 3, "fine_tune_epochs": 2}
+
+# `tuneflow predict current ...`: the model in use, DATA_ROOT/models/current.
+CURRENT_MODEL = "current"
 
 # (config section, settings model); None is the top level of RetrainConfig.
 CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [

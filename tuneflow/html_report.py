@@ -91,6 +91,28 @@ def _bar_cell(value: float | None, title: str = "") -> str:
             f"{value:.3f}</td>")
 
 
+# A class taking more predictions than this share, well above its share of images, means the model has
+# collapsed onto it: the usual sign of too little training or a learning rate that is too high.
+DOMINANT_SHARE = 0.5
+
+
+def findings(metrics: Metrics) -> list[str]:
+    """Plain sentences about failure patterns a reader should not have to spot in the tables."""
+    notes = []
+    never = [name for name, m in metrics.per_class.items() if m.support and not m.predicted]
+    if never:
+        notes.append(f"Never predicted: {', '.join(never)} ({len(never)} of {len(metrics.classes)} classes).")
+    for name, m in metrics.per_class.items():
+        share = m.predicted / metrics.num_images
+        if len(metrics.classes) > 2 and share > DOMINANT_SHARE and share > 2 * m.support / metrics.num_images:
+            notes.append(f"{name} takes {share:.0%} of all predictions but is {m.support / metrics.num_images:.0%} "
+                         "of the images: the model has mostly learned to answer one class.")
+    absent = [name for name, m in metrics.per_class.items() if not m.support]
+    if absent:
+        notes.append(f"No validation image of {', '.join(absent)}: nothing is known about how well it is recognised.")
+    return notes
+
+
 def headline_top_k(metrics: Metrics) -> int | None:
     """The k worth quoting next to accuracy: 3, or 2 for three classes; None when only top-1 means anything."""
     k = min(3, len(metrics.classes) - 1)
@@ -127,7 +149,9 @@ def render_headline(content: ReportContent) -> str:
         _card("calibration error", percent(metrics.calibration.expected_calibration_error),
               f"mean confidence {percent(metrics.calibration.mean_confidence)}"),
     ]
-    return f'<section class="cards">{"".join(cards)}</section>' + render_decision(decision)
+    notes = "".join(f"<li>{escape(note)}</li>" for note in findings(metrics))
+    notes_html = f'<section class="findings"><b>Worth a look</b><ul>{notes}</ul></section>' if notes else ""
+    return f'<section class="cards">{"".join(cards)}</section>' + render_decision(decision) + notes_html
 
 
 def render_decision(decision: PromotionDecision | None) -> str:
@@ -223,6 +247,8 @@ def _value_html(value) -> str:
         return ", ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in value.items())
     if isinstance(value, list):
         return "<br>".join(escape(str(v)) for v in value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
     return escape(str(value))
 
 
@@ -394,6 +420,8 @@ section.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(17
 .decision { border-left: 6px solid var(--muted); }
 .decision.promoted { border-left-color: var(--good); background: #f0fdf4; }
 .decision.kept { border-left-color: var(--warn); background: #fffbeb; }
+.findings { border-left: 6px solid var(--bad); background: #fef2f2; padding: 12px 20px; }
+.findings ul { margin: 4px 0 0; padding-left: 20px; }
 .decision-title { font-weight: 650; font-size: 16px; }
 .decision-reason { color: #334155; margin-top: 4px; }
 .two { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 24px; align-items: start; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 from pathlib import Path
 
 from prefect import task
@@ -12,7 +13,7 @@ from tasks.prepare import PreparedDataset
 from tasks.train import TrainedModel
 from tuneflow.config import PromotionSettings
 from tuneflow.metrics import compute_metrics
-from tuneflow.model import load_classes
+from tuneflow.model import MODEL_FILE, load_classes
 from tuneflow.promotion import (
     Baseline,
     PromotionDecision,
@@ -53,12 +54,16 @@ def promote_trained_model(
     """Store the model as version <run id>; switch models/current to it if it is at least as good (or forced)."""
     version = run_dir.name
     baseline = score_current_model(data_root, dataset, trained.classes, run_dir)
-    version_dir = store_version(
-        trained.model_path.parent,
-        data_root,
-        version,
-        {"run_dir": str(run_dir), "accuracy": evaluation.accuracy, "classes": trained.classes},
-    )
+    version_dir = models_dir(data_root) / version
+    # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
+    # Any other model under an existing version name makes store_version refuse, naming the folder.
+    if not (version_dir.is_dir() and filecmp.cmp(version_dir / MODEL_FILE, trained.model_path, shallow=False)):
+        version_dir = store_version(
+            trained.model_path.parent,
+            data_root,
+            version,
+            {"run_dir": str(run_dir), "accuracy": evaluation.accuracy, "classes": trained.classes},
+        )
     promoted, reason = decide_promotion(
         version, evaluation.accuracy, trained.classes, baseline, settings, evaluation.num_images
     )

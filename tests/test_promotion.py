@@ -183,6 +183,12 @@ def candidate(trained_once, run_dir: Path) -> tuple[TrainedModel, EvalResult]:
     return trained, evaluation
 
 
+def candidate_again(trained_once, run_dir: Path) -> tuple:
+    """The records of a run whose folder already exists (as after resume_run_id)."""
+    shutil.rmtree(run_dir)
+    return candidate(trained_once, run_dir)
+
+
 def promote_run(trained_once, data_root: Path, name: str, **settings):
     dataset = trained_once[0]
     trained, evaluation = candidate(trained_once, data_root / "runs" / name)
@@ -209,6 +215,12 @@ def test_promote_step_both_ways_and_forced(trained_once, tmp_path):
 
     forced = promote_run(trained_once, data_root, "run-4", margin=0.01, force=True)
     assert forced.promoted and forced.reason.startswith("forced:") and current_version(data_root) == "run-4"
+    assert list_versions(data_root) == ["run-1", "run-2", "run-3", "run-4"]
+
+    # run-4 resumed after an interruption: its stored version is reused, and it stays current.
+    resumed = promote_trained_model(*candidate_again(trained_once, data_root / "runs" / "run-4"), trained_once[0],
+                                    PromotionSettings(), data_root, data_root / "runs" / "run-4")
+    assert resumed.promoted and resumed.baseline.version == "run-4" and current_version(data_root) == "run-4"
     assert list_versions(data_root) == ["run-1", "run-2", "run-3", "run-4"]
 
 

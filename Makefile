@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test bench clean-runs
+.PHONY: install demo test chromium bench clean-runs
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,20 @@ demo: $(INSTALLED)
 	$(BIN)/tuneflow demo
 
 # Install what the tests need and run them all (the slow ones too).
-test: $(INSTALLED)
+test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest
+
+# The HTML report is tested in a real headless Chromium driven through chromedriver: Debian/Ubuntu packages,
+# installed here when missing (CI runs as root; elsewhere through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make test needs Chromium and chromedriver on PATH (the report's browser test); install them" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing chromium and chromium-driver for the report's browser test"; \
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 # Benchmarks, not tests: each prints its ratios against a baseline measured in the same run.
 bench: $(INSTALLED)

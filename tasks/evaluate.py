@@ -1,11 +1,10 @@
-"""Evaluate step: predict every validation image with the saved model; metrics come from those predictions."""
+"""Evaluate step: predict every validation image with the saved model; the metrics come from those predictions."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from pydantic import BaseModel
@@ -13,12 +12,12 @@ from pydantic import BaseModel
 from tasks.fetch import FetchedArchive
 from tasks.prepare import PreparedDataset
 from tasks.train import TrainedModel, list_split
-from tuneflow.model import load_classifier, load_images, predict_probabilities
+from tuneflow.metrics import Metrics, compute_metrics, read_predictions
+from tuneflow.model import load_classifier
+from tuneflow.predict import predict_encoded
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
-# Images read per predict() call: bounds memory on large validation sets.
-PREDICT_CHUNK = 256
 
 
 class EvalResult(BaseModel):
@@ -30,61 +29,26 @@ class EvalResult(BaseModel):
     metrics_path: Path
 
 
-def probability_column(class_name: str) -> str:
-    return f"p_{class_name}"
-
-
 def predict_folder_split(model_dir: Path, dataset_root: Path, split: str = "val") -> pd.DataFrame:
-    """One row per image of a split: path, true and predicted class, confidence, correct, every probability."""
+    """One row per image of a split: path, true and predicted class, confidence, correct, top-k, every probability."""
     model, classes = load_classifier(model_dir)
-    image_size = int(model.input_shape[1])
     paths, labels = list_split(dataset_root, split, classes)
-    probabilities = np.concatenate(
-        [
-            predict_probabilities(model, load_images([Path(p) for p in paths[i : i + PREDICT_CHUNK]], image_size))
-            for i in range(0, len(paths), PREDICT_CHUNK)
-        ]
-    )
-    predicted = probabilities.argmax(axis=1)
-    table = pd.DataFrame(
-        {
-            "path": [str(Path(p).relative_to(dataset_root)) for p in paths],
-            "true_class": [classes[i] for i in labels],
-            "predicted_class": [classes[i] for i in predicted],
-            "confidence": probabilities.max(axis=1),
-            "correct": predicted == np.array(labels),
-        }
-    )
-    for index, name in enumerate(classes):
-        table[probability_column(name)] = probabilities[:, index]
+    names = [Path(p).relative_to(dataset_root).as_posix() for p in paths]
+    predictions = predict_encoded(model, classes, ((name, (dataset_root / name).read_bytes()) for name in names))
+    if predictions.unreadable:
+        # Preparation only keeps images that decode, so this is a damaged dataset folder, not a bad photo.
+        listed = ", ".join(f"{u.name} ({u.reason})" for u in predictions.unreadable[:5])
+        raise ValueError(f"{len(predictions.unreadable)} {split} images under {dataset_root} cannot be read: {listed}")
+    table = predictions.table
+    table.insert(1, "true_class", [classes[label] for label in labels])
+    table.insert(4, "correct", table["true_class"] == table["predicted_class"])
     return table
 
 
-def compute_metrics(predictions: pd.DataFrame, classes: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix, from the predictions table."""
-    confusion = pd.crosstab(
-        pd.Categorical(predictions["true_class"], categories=classes),
-        pd.Categorical(predictions["predicted_class"], categories=classes),
-        dropna=False,
-    )
-    per_class = {}
-    for name in classes:
-        true_positive = int(confusion.loc[name, name])
-        predicted_total = int(confusion[name].sum())
-        support = int(confusion.loc[name].sum())
-        precision = true_positive / predicted_total if predicted_total else 0.0
-        recall = true_positive / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    correct = int((predictions["true_class"] == predictions["predicted_class"]).sum())
-    return {
-        "accuracy": correct / len(predictions) if len(predictions) else 0.0,
-        "num_images": int(len(predictions)),
-        "num_correct": correct,
-        "classes": classes,
-        "per_class": per_class,
-        "confusion_matrix": {"rows_true_columns_predicted": classes, "counts": confusion.to_numpy().tolist()},
-    }
+def write_metrics(metrics: Metrics, destination: Path, **context: dict) -> Path:
+    """metrics.json: the metrics plus context (the data's provenance, how training went)."""
+    destination.write_text(json.dumps({**metrics.model_dump(mode="json"), **context}, indent=2) + "\n")
+    return destination
 
 
 def evaluate_trained_model(
@@ -94,14 +58,17 @@ def evaluate_trained_model(
     predictions = predict_folder_split(trained.model_path.parent, dataset.root, "val")
     predictions_path = run_dir / PREDICTIONS_FILE
     predictions.to_csv(predictions_path, index=False)
-    metrics = compute_metrics(predictions, trained.classes)
-    metrics["data"] = archive.model_dump(mode="json")
-    metrics["training"] = trained.model_dump(mode="json", exclude={"classes"})
-    metrics_path = run_dir / METRICS_FILE
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    # Read back what was written, so metrics.json is exactly what predictions.csv alone reproduces.
+    metrics = compute_metrics(read_predictions(predictions_path), trained.classes)
+    metrics_path = write_metrics(
+        metrics,
+        run_dir / METRICS_FILE,
+        data=archive.model_dump(mode="json"),
+        training=trained.model_dump(mode="json", exclude={"classes"}),
+    )
     return EvalResult(
-        accuracy=metrics["accuracy"],
-        num_images=metrics["num_images"],
+        accuracy=metrics.accuracy,
+        num_images=metrics.num_images,
         predictions_path=predictions_path,
         metrics_path=metrics_path,
     )

@@ -55,3 +55,13 @@ def resnet50_weights_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5"
     keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained 32-px classifier for TINY_CLASSES, saved once: enough to exercise predict and promotion."""
+    from tuneflow.model import build_classifier, save_classifier
+
+    model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=1)
+    return save_classifier(model, list(TINY_CLASSES), tmp_path_factory.mktemp("tiny-model")).parent
+

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tuneflow.cli import NESTED_FIELDS, main
+from tuneflow.cli import CONFIG_SECTIONS, NESTED_FIELDS, main
 from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, TrainingSettings
 
 
@@ -45,7 +45,7 @@ def test_weights_must_be_a_known_word_or_an_existing_file(tmp_path):
 
 def test_config_json_schema_describes_every_field():
     schema = RetrainConfig.model_json_schema()
-    for section in ("DataSettings", "TrainingSettings"):
+    for section in ("DataSettings", "TrainingSettings", "DriveSettings", "PromotionSettings"):
         for name, field in schema["$defs"][section]["properties"].items():
             assert field.get("description"), f"{section}.{name} has no description for the Prefect form"
 
@@ -74,6 +74,20 @@ def test_cli_builds_the_nested_config_from_options(monkeypatch, tmp_path):
     assert config.data.val_fraction == 0.25
     assert config.training.epochs == 3 and config.training.weights == "none"
     assert config.data_root == tmp_path
+    assert config.promotion.margin == 0.0 and config.promotion.force is False
+
+
+def test_cli_promotion_options(monkeypatch):
+    seen = {}
+
+    def fake_run(config):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr("tuneflow.cli.run_retrain", fake_run)
+    with pytest.raises(SystemExit):
+        main(["retrain", "--source", "a.zip", "--margin", "0.02", "--force"])
+    assert seen["config"].promotion.margin == 0.02 and seen["config"].promotion.force is True
 
 
 @pytest.mark.parametrize("command", ["retrain", "predict", "sample", "demo", "gpu-check"])
@@ -88,7 +102,7 @@ def test_help_for_retrain_lists_every_setting():
     help_text = subprocess.run(
         [sys.executable, "-m", "tuneflow.cli", "retrain", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for section in (RetrainConfig, DataSettings, TrainingSettings, DriveSettings):
+    for _, section in CONFIG_SECTIONS:
         for name in section.model_fields:
             if name not in NESTED_FIELDS:
                 assert "--" + name.replace("_", "-") in help_text

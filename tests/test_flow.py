@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 TINY_TRAINING = TrainingSettings(weights="none", image_size=32, batch_size=4, epochs=1)
 RUN_FILES = [
     "config.json", "manifest.csv", "model.keras", "classes.json", "history.csv", "metrics.json", "predictions.csv",
-    "report.md",
+    "report.md", "report.html",
 ]  # fmt: skip
 
 
@@ -49,6 +49,8 @@ def test_run_folder_holds_every_output(two_runs):
     report = (summary.run_dir / "report.md").read_text()
     assert f"{summary.accuracy:.2%}" in report
     assert summary.report_path == summary.run_dir / "report.md"
+    assert summary.html_report_path == summary.run_dir / "report.html"
+    assert f"{summary.accuracy * 100:.1f}%" in summary.html_report_path.read_text()
 
 
 def test_report_and_artifacts_summarise_the_data(two_runs):
@@ -93,6 +95,23 @@ def test_predict_matches_the_evaluation_row(two_runs, capsys):
     assert [p for _, p in printed] == sorted((p for _, p in printed), reverse=True)
     for class_name, probability in printed:
         assert probability == pytest.approx(row[f"p_{class_name}"], rel=1e-3, abs=1e-6)
+
+
+def test_first_run_is_promoted_second_is_compared_with_it_on_the_same_images(two_runs):
+    from tuneflow.promotion import current_version, list_versions
+
+    first, second = two_runs
+    data_root = first.run_dir.parent.parent
+    assert first.promoted and "no model was in use yet" in first.promotion_reason
+    assert list_versions(data_root) == [first.model_version, second.model_version] == [first.run_dir.name,
+                                                                                          second.run_dir.name]
+    # Same seed, same split: re-scoring the first model on the second run's validation images gives its own score.
+    in_use = pd.read_csv(second.run_dir / "current_model_predictions.csv")
+    assert in_use["correct"].mean() == pytest.approx(first.accuracy)
+    assert f"{first.accuracy:.2%} for the model in use ({first.model_version})" in second.promotion_reason
+    assert second.promoted == (second.accuracy >= first.accuracy)
+    assert current_version(data_root) == second.current_version
+    assert second.promotion_reason in (second.run_dir / "report.md").read_text()
 
 
 def test_split_is_stratified_and_the_same_for_the_same_seed(two_runs, tiny_archive):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, TrainingSettings
+from tuneflow.config import DataSettings, DriveSettings, PromotionSettings, RetrainConfig, TrainingSettings
 
 DEMO_DATA_ROOT = Path("data")
 DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
@@ -22,14 +22,18 @@ DEMO_SAMPLE = {"images_per_class": 40, "image_size": 96}
 DEMO_TRAINING = {"image_size": 48, "batch_size": 16, "epochs": 5}
 DEMO_PRETRAINED_TRAINING = {"image_size": 96, "batch_size": 16, "epochs": 3, "fine_tune_epochs": 2}
 
+# `tuneflow predict current ...`: the model in use, DATA_ROOT/models/current.
+CURRENT_MODEL = "current"
+
 # (config section, settings model); None is the top level of RetrainConfig.
 CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
     (None, RetrainConfig),
     ("data", DataSettings),
     ("training", TrainingSettings),
     ("drive", DriveSettings),
+    ("promotion", PromotionSettings),
 ]
-NESTED_FIELDS = {"data", "training", "drive"}
+NESTED_FIELDS = {section for section, _ in CONFIG_SECTIONS if section}
 
 
 def _option_name(field: str) -> str:
@@ -47,6 +51,12 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             if isinstance(default, list):
                 default = ",".join(default)
             suffix = " (comma-separated)" if name == "classes" else ""
+            if field.annotation is bool:  # a switch: --force, not --force true
+                group.add_argument(
+                    _option_name(name), dest=f"{section}.{name}" if section else name, action="store_const",
+                    const=True, help=field.description,
+                )
+                continue
             group.add_argument(
                 _option_name(name),
                 dest=f"{section}.{name}" if section else name,
@@ -91,7 +101,8 @@ def command_retrain(options: argparse.Namespace) -> int:
         print(f"tuneflow retrain: {describe_validation_error(error)}", file=sys.stderr)
         return 2
     summary = run_retrain(config)
-    print(f"validation accuracy {summary.accuracy:.2%}; report: {summary.report_path}")
+    print(f"validation accuracy {summary.accuracy:.2%}; report: {summary.html_report_path}")
+    print(f"{'promoted' if summary.promoted else 'not promoted'}: {summary.promotion_reason}")
     return 0
 
 
@@ -101,24 +112,57 @@ def format_probabilities(classes: list[str], probabilities) -> str:
     return repr([(name, float(f"{p:.4g}")) for name, p in ranked])
 
 
-def command_predict(options: argparse.Namespace) -> int:
-    from tuneflow.model import load_classifier, load_images, predict_probabilities
+def resolve_model(model: str, data_root: Path) -> Path:
+    """A run folder, a model version folder, or the word `current` (the model in use under data_root)."""
+    if model == CURRENT_MODEL:
+        from tuneflow.promotion import CURRENT_POINTER, current_version, models_dir
 
-    image = Path(options.image)
-    if not image.is_file():
-        print(f"tuneflow predict: image {str(image)!r} does not exist", file=sys.stderr)
+        if current_version(data_root) is None:
+            raise FileNotFoundError(
+                f"no model is in use yet under {models_dir(data_root)}; run `tuneflow retrain` first, or give a run "
+                "folder (data/runs/<run id>) or a model version (data/models/<version>)"
+            )
+        return models_dir(data_root) / CURRENT_POINTER
+    return Path(model)
+
+
+def command_predict(options: argparse.Namespace) -> int:
+    from tuneflow.model import load_classifier
+    from tuneflow.predict import predict_target
+
+    target = Path(options.images)
+    if not target.exists():
+        print(f"tuneflow predict: {str(target)!r} does not exist; give an image, a folder of images or a .zip",
+              file=sys.stderr)
         return 2
     try:
-        model, classes = load_classifier(Path(options.model))
+        model, classes = load_classifier(resolve_model(options.model, Path(options.data_root)))
     except FileNotFoundError as error:
         print(f"tuneflow predict: {error}", file=sys.stderr)
         return 2
-    try:
-        pixels = load_images([image], int(model.input_shape[1]))
-    except Exception as error:  # TensorFlow reports undecodable files as InvalidArgumentError
-        print(f"tuneflow predict: cannot read {str(image)!r} as an image (JPEG, PNG, GIF or BMP): {error}", file=sys.stderr)
+    predictions, listing = predict_target(model, classes, target)
+    for skipped in predictions.unreadable:
+        print(f"tuneflow predict: cannot read {skipped.name!r} as an image (JPEG, PNG, GIF or BMP): {skipped.reason}",
+              file=sys.stderr)
+    if listing.ignored:
+        shown = ", ".join(listing.ignored[:5]) + (", ..." if len(listing.ignored) > 5 else "")
+        print(f"tuneflow predict: ignored {len(listing.ignored)} files that are not images: {shown}", file=sys.stderr)
+    table = predictions.table
+    if table.empty:
+        print(f"tuneflow predict: no image in {str(target)!r} could be predicted", file=sys.stderr)
         return 2
-    print(format_probabilities(classes, predict_probabilities(model, pixels)[0]))
+    if target.is_file() and len(listing.names) == 1 and listing.names[0] == str(target):
+        row = table.iloc[0]
+        print(format_probabilities(classes, [row[f"p_{name}"] for name in classes]))
+        return 0
+    if options.output:
+        table.to_csv(options.output, index=False)
+        print(f"tuneflow predict: wrote {len(table)} predictions to {options.output}", file=sys.stderr)
+    else:
+        table.to_csv(sys.stdout, index=False)
+    if predictions.unreadable:
+        print(f"tuneflow predict: predicted {len(table)} images; {len(predictions.unreadable)} could not be read "
+              "(listed above)", file=sys.stderr)
     return 0
 
 
@@ -160,8 +204,9 @@ def command_demo(options: argparse.Namespace) -> int:
         f"demo: done in {time.perf_counter() - started:.0f} s. Weights: "
         f"{'ImageNet' if weights == 'imagenet' else 'random initialisation (ImageNet unreachable)'}.\n"
         f"demo: validation accuracy {summary.accuracy:.2%}\n"
-        f"demo: report {summary.report_path}\n"
-        f"demo: model  {summary.model_path}  (try: tuneflow predict {summary.run_dir} IMAGE)"
+        f"demo: report {summary.html_report_path}\n"
+        f"demo: {'promoted' if summary.promoted else 'not promoted'}: {summary.promotion_reason}\n"
+        f"demo: model  {summary.model_path}  (try: tuneflow predict --data-root {data_root} current IMAGE_OR_FOLDER)"
     )
     return 0
 
@@ -197,11 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict",
-        help="print class probabilities for one image, high to low",
-        description="Print an image's class probabilities, sorted high to low, as the reference notebook did.",
+        help="class probabilities for an image (sorted list) or a folder/zip of images (CSV)",
+        description="For one image, print its class probabilities sorted high to low, as the reference notebook "
+        "did. For a folder (searched recursively) or a zip, write one CSV row per image: path, predicted_class, "
+        "confidence, the top classes and every class probability. Images that cannot be read are listed on "
+        "stderr and skipped.",
     )
-    predict.add_argument("model", metavar="RUN_OR_MODEL_DIR", help="a run folder (data/runs/<id>) or a folder with model.keras and classes.json")
-    predict.add_argument("image", metavar="IMAGE", help="a JPEG, PNG, GIF or BMP file")
+    predict.add_argument(
+        "model",
+        metavar="MODEL",
+        help=f"`{CURRENT_MODEL}` (the model in use, DATA_ROOT/models/current), a model version folder "
+        "(data/models/<version>) or a run folder (data/runs/<run id>)",
+    )
+    predict.add_argument("images", metavar="IMAGES", help="a JPEG, PNG, GIF or BMP file, a folder of them or a .zip")
+    predict.add_argument("--output", "-o", metavar="CSV", help="write the CSV here instead of stdout (folders, zips)")
+    predict.add_argument("--data-root", default=str(DEMO_DATA_ROOT),
+                         help=f"where `{CURRENT_MODEL}` is looked up. Default: {DEMO_DATA_ROOT}.")
     predict.set_defaults(handler=command_predict)
 
     sample = commands.add_parser(

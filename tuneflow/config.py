@@ -1,7 +1,7 @@
 """The one typed config of a retraining run.
 
 `RetrainConfig` is the flow's only parameter, so the Prefect UI renders it as a form and a bad value fails
-validation before any work starts. Each step receives only its part (`data`, `training`).
+validation before any work starts. Each step receives only its part (`data`, `training`, `promotion`).
 """
 
 from __future__ import annotations
@@ -319,6 +319,25 @@ class DriveSettings(BaseModel):
             raise ValueError("give either key_file or key_secret_block, not both")
         return self
 
+class PromotionSettings(BaseModel):
+    """When a newly trained model replaces the one in use (data_root/models/current)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    margin: float = Field(
+        0.0,
+        ge=-0.5,
+        le=0.5,
+        description="How much higher the new model's validation accuracy must be than the current model's on the "
+        "same images to replace it, e.g. 0.01 = one percentage point. 0: at least as good. Negative: tolerate a "
+        "small drop.",
+    )
+    force: bool = Field(
+        False,
+        description="Put the new model into use whatever the comparison says (e.g. after changing the classes, "
+        "when the current model cannot be compared).",
+    )
+
 
 class RetrainConfig(BaseModel):
     """Everything one retraining run needs: where the photos are, how to split them, how to train."""
@@ -332,14 +351,17 @@ class RetrainConfig(BaseModel):
     )
     data: DataSettings = Field(default_factory=DataSettings, description="How the archive becomes train/val.")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="How ResNet50 is fine-tuned.")
+    promotion: PromotionSettings = Field(
+        default_factory=PromotionSettings, description="When the new model replaces the one in use."
+    )
     seed: int = Field(42, ge=0, description="Seed for the split, weight initialisation and shuffling.")
     drive: DriveSettings = Field(
         default_factory=DriveSettings, description="How Google Drive sources and weights are fetched."
     )
     data_root: Path = Field(
         Path("data"),
-        description="Folder under which each run writes runs/<run id>/ and Drive downloads are cached "
-        "(cache/drive/<file id>/<md5>/); nothing is written elsewhere.",
+        description="Folder under which each run writes runs/<run id>/, model versions are kept (models/<version>/, "
+        "models/current) and Drive downloads are cached (cache/drive/<file id>/<md5>/); nothing is written elsewhere.",
     )
     resume_run_id: str | None = Field(
         None,

@@ -98,18 +98,26 @@ def save_classifier(model: keras.Model, classes: list[str], folder: Path) -> Pat
     return folder / MODEL_FILE
 
 
-def load_classifier(folder: Path) -> tuple[keras.Model, list[str]]:
-    """Load model.keras and its class list from a run folder or a model folder."""
+def find_model_folder(folder: Path) -> Path:
+    """The folder holding model.keras and classes.json: the given one or its model/ subfolder."""
     folder = Path(folder)
-    candidates = [folder, folder / "model"]
-    for candidate in candidates:
+    for candidate in (folder, folder / "model"):
         if (candidate / MODEL_FILE).is_file() and (candidate / CLASSES_FILE).is_file():
-            model = keras.models.load_model(candidate / MODEL_FILE)
-            return model, json.loads((candidate / CLASSES_FILE).read_text())
+            return candidate
     raise FileNotFoundError(
         f"no {MODEL_FILE} with {CLASSES_FILE} in {str(folder)!r} or its model/ folder; "
-        "give a run folder (data/runs/<run id>) or the folder holding model.keras"
+        "give a run folder (data/runs/<run id>), a model version (data/models/<version>) or `current`"
     )
+
+
+def load_classes(folder: Path) -> list[str]:
+    return json.loads((find_model_folder(folder) / CLASSES_FILE).read_text())
+
+
+def load_classifier(folder: Path) -> tuple[keras.Model, list[str]]:
+    """Load model.keras and its class list from a run folder or a model folder."""
+    model_folder = find_model_folder(folder)
+    return keras.models.load_model(model_folder / MODEL_FILE), load_classes(model_folder)
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -1,0 +1,16 @@
+"""Records the report and promotion tests need without running the steps that make them."""
+
+from __future__ import annotations
+
+from tasks.train import TrainedModel
+
+
+def training_record(**values):
+    """A TrainedModel for tests that need one without training: the given values, neutral ones for the rest.
+
+    Only fields TrainedModel has are passed, so this keeps working as training records more (devices, precision).
+    """
+    neutral = {"epochs_run": 1, "train_images": 1, "seconds": 1.0, "images_per_second": 1.0,
+               "train_images_per_second": 1.0, "resumed_from_epoch": 0, "devices": ["CPU:0"], "replicas": 1,
+               "precision": "float32"}
+    return TrainedModel(**{k: v for k, v in {**neutral, **values}.items() if k in TrainedModel.model_fields})

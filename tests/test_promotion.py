@@ -1,0 +1,235 @@
+"""Promotion: a new model replaces the one in use only when at least as good on the same images, or when forced;
+`current` never points at a half-written model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.evaluate import EvalResult, predict_folder_split
+from tasks.prepare import prepare_dataset
+from tasks.promote import BASELINE_PREDICTIONS_FILE, promote_trained_model
+from tests.records import training_record
+from tuneflow.config import DataSettings, PromotionSettings
+from tuneflow.model import CLASSES_FILE, MODEL_FILE
+from tuneflow.promotion import (
+    Baseline,
+    current_version,
+    decide_promotion,
+    list_versions,
+    models_dir,
+    point_current_at,
+    store_version,
+)
+
+CLASSES = ["apple_pie", "pizza", "sashimi"]
+
+
+# --- the decision rule, on numbers ---------------------------------------------------------------------------
+
+def decide(accuracy: float, in_use: float | None, margin: float = 0.0, force: bool = False, classes=CLASSES):
+    baseline = None if in_use is None else Baseline(version="v-old", classes=classes, accuracy=in_use)
+    if classes != CLASSES:
+        baseline = Baseline(version="v-old", classes=classes, accuracy=None)
+    return decide_promotion("v-new", accuracy, CLASSES, baseline, PromotionSettings(margin=margin, force=force), 100)
+
+
+def test_first_model_is_promoted():
+    promoted, reason = decide(0.4, None)
+    assert promoted and "no model was in use yet" in reason
+
+
+def test_better_or_equal_is_promoted_worse_is_kept():
+    assert decide(0.82, 0.80)[0]
+    assert decide(0.80, 0.80)[0]  # at least as good
+    promoted, reason = decide(0.79, 0.80)
+    assert not promoted
+    assert "79.00% against 80.00% for the model in use (v-old) on the same 100 validation images" in reason
+    assert "Kept as version v-new" in reason and "promotion.force" in reason
+
+
+def test_margin_demands_an_improvement_or_tolerates_a_drop():
+    assert decide(0.81, 0.80, margin=0.01)[0]  # exactly one point better: 0.80 + 0.01 must not fail on rounding
+    assert not decide(0.80, 0.80, margin=0.01)[0]
+    assert decide(0.79, 0.80, margin=-0.01)[0]
+    assert not decide(0.78, 0.80, margin=-0.01)[0]
+
+
+def test_force_promotes_a_worse_model_and_says_so():
+    promoted, reason = decide(0.50, 0.80, force=True)
+    assert promoted and reason.startswith("forced:")
+
+
+def test_other_classes_cannot_be_compared_so_only_force_promotes():
+    promoted, reason = decide(0.9, None, classes=["cat", "dog"])
+    assert not promoted and "knows ['cat', 'dog']" in reason and "promotion.force" in reason
+    assert decide(0.9, None, classes=["cat", "dog"], force=True)[0]
+
+
+def test_margin_outside_its_range_is_refused():
+    with pytest.raises(ValueError, match="margin"):
+        PromotionSettings(margin=0.8)
+
+
+# --- versions and the current pointer, on files ---------------------------------------------------------------
+
+def fake_model_folder(folder: Path, content: bytes, classes=CLASSES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MODEL_FILE).write_bytes(content)
+    (folder / CLASSES_FILE).write_text(json.dumps(classes))
+    return folder
+
+
+def model_in_use(data_root: Path) -> bytes | None:
+    """What a reader opening models/current/model.keras right now would get."""
+    path = models_dir(data_root) / "current" / MODEL_FILE
+    return path.read_bytes() if path.exists() else None
+
+
+def test_store_and_point(tmp_path):
+    data_root = tmp_path / "data"
+    store_version(fake_model_folder(tmp_path / "run-a", b"model A"), data_root, "v1", {"accuracy": 0.5})
+    assert current_version(data_root) is None  # stored is not in use
+    point_current_at(data_root, "v1")
+    assert current_version(data_root) == "v1" and model_in_use(data_root) == b"model A"
+    assert os.readlink(models_dir(data_root) / "current") == "v1"  # relative: the folder can move
+    assert json.loads((models_dir(data_root) / "v1" / "version.json").read_text())["accuracy"] == 0.5
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        store_version(tmp_path / "run-a", data_root, "v1", {})
+    with pytest.raises(FileNotFoundError, match="no complete model version 'v9'.*versions: \\['v1'\\]"):
+        point_current_at(data_root, "v9")
+
+
+def test_current_is_complete_at_every_step_of_storing_and_switching(tmp_path, monkeypatch):
+    """Check the invariant before every file operation storing version 2 and switching to it makes."""
+    data_root = tmp_path / "data"
+    store_version(fake_model_folder(tmp_path / "run-a", b"model A" * 1000), data_root, "v1", {})
+    point_current_at(data_root, "v1")
+    complete = {b"model A" * 1000, b"model B" * 1000}
+    seen = []
+
+    def check(operation):
+        def checked(*args, **kwargs):
+            in_use = model_in_use(data_root)
+            assert in_use in complete, f"current held a partial model before {operation.__name__}{args}"
+            assert (models_dir(data_root) / "current" / CLASSES_FILE).is_file()
+            seen.append(in_use)
+            return operation(*args, **kwargs)
+        return checked
+
+    monkeypatch.setattr(shutil, "copy2", check(shutil.copy2))
+    monkeypatch.setattr(os, "replace", check(os.replace))
+    monkeypatch.setattr(os, "symlink", check(os.symlink))
+    monkeypatch.setattr(Path, "rename", check(Path.rename))
+    store_version(fake_model_folder(tmp_path / "run-b", b"model B" * 1000), data_root, "v2", {})
+    point_current_at(data_root, "v2")
+    monkeypatch.undo()
+    assert len(seen) >= 5  # two copies, the staging rename, the symlink, the replace
+    assert model_in_use(data_root) == b"model B" * 1000
+
+
+def test_copy_failing_half_way_leaves_current_and_no_half_version(tmp_path, monkeypatch):
+    data_root = tmp_path / "data"
+    store_version(fake_model_folder(tmp_path / "run-a", b"model A"), data_root, "v1", {})
+    point_current_at(data_root, "v1")
+    real_copy = shutil.copy2
+
+    def disk_full(source, target, **kwargs):
+        if Path(source).name == MODEL_FILE:
+            Path(target).write_bytes(b"half a mod")  # what a full disk leaves behind
+            raise OSError(28, "No space left on device")
+        return real_copy(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copy2", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store_version(fake_model_folder(tmp_path / "run-b", b"model B"), data_root, "v2", {})
+    assert current_version(data_root) == "v1" and model_in_use(data_root) == b"model A"
+    assert list_versions(data_root) == ["v1"]
+    assert sorted(p.name for p in models_dir(data_root).iterdir()) == ["current", "v1"]  # no staging left over
+
+
+def test_dangling_pointer_is_explained(tmp_path):
+    data_root = tmp_path / "data"
+    models_dir(data_root).mkdir(parents=True)
+    os.symlink("gone", models_dir(data_root) / "current")
+    with pytest.raises(FileNotFoundError, match="points at 'gone', which holds no model.keras.*ln -sfn"):
+        current_version(data_root)
+
+
+# --- the promote step with real models ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_once(tiny_archive, tiny_model, tmp_path_factory):
+    """A tiny untrained classifier and the validation split it is scored on (promotion compares, not trains)."""
+    dataset = prepare_dataset(tiny_archive, tmp_path_factory.mktemp("promotion") / "dataset", DataSettings(), seed=1)
+    predictions = predict_folder_split(tiny_model, dataset.root)
+    return dataset, tiny_model, float(predictions["correct"].mean())
+
+
+def candidate(trained_once, run_dir: Path) -> tuple[TrainedModel, EvalResult]:
+    """A run whose model is a copy of the fixture's, so it scores exactly what the model in use scores."""
+    _, model_dir, accuracy = trained_once
+    run_dir.mkdir(parents=True)
+    for name in (MODEL_FILE, CLASSES_FILE):
+        shutil.copy2(model_dir / name, run_dir / name)
+    trained = training_record(model_path=run_dir / MODEL_FILE, classes=CLASSES, history_path=run_dir / "history.csv",
+                              epochs_run=1, train_images=24, seconds=1.0)
+    evaluation = EvalResult(accuracy=accuracy, num_images=6, predictions_path=run_dir / "predictions.csv",
+                            metrics_path=run_dir / "metrics.json")
+    return trained, evaluation
+
+
+def candidate_again(trained_once, run_dir: Path) -> tuple:
+    """The records of a run whose folder already exists (as after resume_run_id)."""
+    shutil.rmtree(run_dir)
+    return candidate(trained_once, run_dir)
+
+
+def promote_run(trained_once, data_root: Path, name: str, **settings):
+    dataset = trained_once[0]
+    trained, evaluation = candidate(trained_once, data_root / "runs" / name)
+    return promote_trained_model(trained, evaluation, dataset, PromotionSettings(**settings), data_root,
+                                 data_root / "runs" / name)
+
+
+@pytest.mark.slow
+def test_promote_step_both_ways_and_forced(trained_once, tmp_path):
+    data_root = tmp_path / "data"
+    first = promote_run(trained_once, data_root, "run-1")
+    assert first.promoted and first.baseline is None and current_version(data_root) == "run-1"
+
+    # The same model again: exactly as good on the same images, so margin 0 promotes it.
+    equal = promote_run(trained_once, data_root, "run-2")
+    assert equal.baseline.version == "run-1" and equal.baseline.accuracy == equal.accuracy == trained_once[2]
+    assert equal.promoted and current_version(data_root) == "run-2"
+    assert (data_root / "runs" / "run-2" / BASELINE_PREDICTIONS_FILE).is_file()  # the re-evaluation is on disk
+
+    # Demanding one point more: kept, not promoted.
+    kept = promote_run(trained_once, data_root, "run-3", margin=0.01)
+    assert not kept.promoted and kept.current_version == "run-2" and current_version(data_root) == "run-2"
+    assert "run-3" in list_versions(data_root) and "Kept as version run-3" in kept.reason
+
+    forced = promote_run(trained_once, data_root, "run-4", margin=0.01, force=True)
+    assert forced.promoted and forced.reason.startswith("forced:") and current_version(data_root) == "run-4"
+    assert list_versions(data_root) == ["run-1", "run-2", "run-3", "run-4"]
+
+    # run-4 resumed after an interruption: its stored version is reused, and it stays current.
+    resumed = promote_trained_model(*candidate_again(trained_once, data_root / "runs" / "run-4"), trained_once[0],
+                                    PromotionSettings(), data_root, data_root / "runs" / "run-4")
+    assert resumed.promoted and resumed.baseline.version == "run-4" and current_version(data_root) == "run-4"
+    assert list_versions(data_root) == ["run-1", "run-2", "run-3", "run-4"]
+
+
+@pytest.mark.slow
+def test_promote_step_does_not_compare_models_with_other_classes(trained_once, tmp_path):
+    data_root = tmp_path / "data"
+    fake_model_folder(tmp_path / "old", b"an old model", classes=["cat", "dog"])
+    store_version(tmp_path / "old", data_root, "run-0", {})
+    point_current_at(data_root, "run-0")
+    kept = promote_run(trained_once, data_root, "run-1")
+    assert not kept.promoted and kept.baseline.accuracy is None and current_version(data_root) == "run-0"
+    assert "knows ['cat', 'dog']" in kept.reason

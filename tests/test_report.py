@@ -128,21 +128,17 @@ def test_html_shows_the_numbers_a_reader_checks(run):
         len(t) for t in run["content"].typical.values())
 
 
-def test_fields_preparation_adds_later_are_shown_and_user_text_is_escaped(run):
+def test_what_preparation_recorded_is_shown_and_user_text_is_escaped(run):
     from dataclasses import replace
 
-    from tasks.prepare import PreparedDataset
     from tuneflow.html_report import render_html
-
-    class RicherDataset(PreparedDataset):  # what a fuller preparation step may record
-        layout: str = "food-101"
-        skipped: dict[str, int] = {"too small": 2}
-        notes: list[str] = ["3 duplicate photos dropped"]
 
     content = run["content"]
     html = render_html(replace(
         content,
-        dataset=RicherDataset(**content.dataset.model_dump()),
+        dataset=content.dataset.model_copy(
+            update={"layout": "food-101", "skipped": {"too small": 2}, "notes": ["3 duplicate photos dropped"]}
+        ),
         archive=content.archive.model_copy(update={"source": "<script>alert(1)</script>"}),
         mistakes=[],
         decision=None,

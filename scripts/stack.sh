@@ -61,6 +61,12 @@ up() {
   done
   echo "stack: work pools gpu and cpu ready"
 
+  # Self-hosted servers need this automation to end runs whose worker died (see the file's comment).
+  if ! "$PREFECT" automation inspect crash-zombie-flows >/dev/null 2>&1; then
+    "$PREFECT" automation create --from-file "$ROOT/ops/crash-zombie-flows.yaml" >/dev/null \
+      || die "could not create the crash-zombie-flows automation from ops/crash-zombie-flows.yaml"
+  fi
+
   if [[ -z "${TUNEFLOW_DRIVE_FILE_ID:-}" ]]; then
     echo "stack: TUNEFLOW_DRIVE_FILE_ID is not set: the deployments are created, but their runs will say which" \
          "Drive file to set (re-run with TUNEFLOW_DRIVE_FILE_ID=... make stack after make stack-down)"

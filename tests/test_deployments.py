@@ -181,6 +181,7 @@ def another_revision_of(archive: Path) -> bytes:
 def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(local_stack, drive_emulator, key_file, tiny_archive, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.events.filters import EventFilter, EventNameFilter
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -224,6 +225,14 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(local_stack, drive_e
         watch = WatchDriveConfig(file_id=file_id, drive=drive)
         client.update_deployment(sensor.id, DeploymentUpdate(parameters={"config": watch.model_dump(mode="json")}))
 
+        # The test starts each sensor tick itself; the 5-minute schedule (checked above) would race them.
+        for schedule in sensor.schedules:
+            client.update_deployment_schedule(sensor.id, schedule.id, active=False)
+        for scheduled_tick in client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[sensor.id]))
+        ):
+            client.delete_flow_run(scheduled_tick.id)
+
         stack.start("worker-gpu", "worker", "start", "--pool", "gpu", "--type", "process", "--limit", "1")
         stack.start("worker-cpu", "worker", "start", "--pool", "cpu", "--type", "process", "--limit", "1")
 
@@ -265,7 +274,7 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(local_stack, drive_e
         client.delete_variable_by_name(watch.variable_name)
         again = watch.model_copy(update={"trigger_on_first_run": True})
         run_sensor(client, stack, sensor.id, parameters={"config": again.model_dump(mode="json")})
-        events = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT_NAME]))).events
+        events = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT_NAME])), limit=50).events
         assert {event.id for event in events} == {upload_event_id(file_id, second_revision)}
         # The trigger reacts within about a second on a local server; give it far longer before counting.
         time.sleep(10)

@@ -292,7 +292,9 @@ def watch_drive(config: WatchDriveConfig) -> WatchResult:
     if decision.record:
         remember_revision(config.variable_name, seen)
     if decision.reason == "baseline":
-        logger.info("first look at %s: recorded revision %s as the baseline (no retraining)", config.target, seen.revision)
+        logger.info(
+            "first look at %s: recorded revision %s as the baseline (no retraining)", config.target, seen.revision
+        )
     elif decision.reason == "unchanged":
         logger.info("%s unchanged (revision %s)", config.target, seen.revision)
 

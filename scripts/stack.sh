@@ -35,7 +35,8 @@ wait_until_ready() {
   local url="$1" deadline=$((SECONDS + READY_TIMEOUT_S))
   until "$PYTHON" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "$url" 2>/dev/null; do
     alive server || die "the server exited while starting; see $STACK/logs/server.log"
-    (( SECONDS < deadline )) || die "the server did not answer $url within ${READY_TIMEOUT_S}s; see $STACK/logs/server.log"
+    (( SECONDS < deadline )) \
+      || die "the server did not answer $url within ${READY_TIMEOUT_S}s; see $STACK/logs/server.log"
     sleep 1
   done
 }
@@ -57,7 +58,8 @@ up() {
   wait_until_ready "$PREFECT_API_URL/health"
 
   for pool in gpu cpu; do
-    "$PREFECT" work-pool inspect "$pool" >/dev/null 2>&1 || "$PREFECT" work-pool create "$pool" --type process >/dev/null
+    "$PREFECT" work-pool inspect "$pool" >/dev/null 2>&1 \
+      || "$PREFECT" work-pool create "$pool" --type process >/dev/null
   done
   echo "stack: work pools gpu and cpu ready"
 

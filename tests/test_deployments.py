@@ -118,7 +118,9 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
                 break
             except OSError:
                 server = stack.processes["server"]
-                assert server.poll() is None, f"prefect server exited with {server.returncode}\n{stack.log_tail('server')}"
+                assert server.poll() is None, (
+                    f"prefect server exited with {server.returncode}\n{stack.log_tail('server')}"
+                )
                 assert time.monotonic() < deadline, (
                     f"prefect server did not answer within {SERVER_START_TIMEOUT_S}s\n{stack.log_tail('server')}"
                 )
@@ -155,7 +157,8 @@ def run_sensor(client, stack: LocalStack, deployment_id, parameters: dict | None
     created = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
     run = wait_for_final_state(client, created.id, SENSOR_RUN_TIMEOUT_S, stack, "worker-cpu")
     assert run.state.is_completed(), (
-        f"watch-drive ended {run.state_name}: {run.state.message}\n{run_logs(client, run.id)}\n{stack.log_tail('worker-cpu')}"
+        f"watch-drive ended {run.state_name}: {run.state.message}\n{run_logs(client, run.id)}\n"
+        f"{stack.log_tail('worker-cpu')}"
     )
     return run
 
@@ -178,7 +181,9 @@ def another_revision_of(archive: Path) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(local_stack, drive_emulator, key_file, tiny_archive, tmp_path):
+def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(
+    local_stack, drive_emulator, key_file, tiny_archive, tmp_path
+):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -255,9 +260,10 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(local_stack, drive_e
 
         run = wait_for_final_state(client, triggered[0].id, RETRAIN_RUN_TIMEOUT_S, stack, "worker-gpu")
         assert run.state.is_completed(), (
-            f"retrain ended {run.state_name}: {run.state.message}\n{run_logs(client, run.id)}\n{stack.log_tail('worker-gpu')}"
+            f"retrain ended {run.state_name}: {run.state.message}\n{run_logs(client, run.id)}\n"
+            f"{stack.log_tail('worker-gpu')}"
         )
-        assert run.work_pool_name == "gpu" and run.infrastructure_pid, "the retrain run did not go through the gpu worker"
+        assert run.work_pool_name == "gpu" and run.infrastructure_pid, "the retrain run did not run on the gpu worker"
         artifact_keys = {artifact.key for artifact in client.read_artifacts() if artifact.flow_run_id == run.id}
         assert {"retrain-report", "drive-dataset-download"} <= artifact_keys, artifact_keys
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test chromium bench clean-runs
+.PHONY: install demo test chromium bench clean-runs stack stack-down
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/compare_recipes.py
 	$(BIN)/python bench/drive_download.py
 	$(BIN)/python bench/prepare_bench.py
+
+# A local Prefect server, the gpu and cpu work pools, the deployments of prefect.yaml and a worker per pool;
+# prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See README, Operations.
+stack: $(INSTALLED)
+	BIN=$(BIN) scripts/stack.sh up
+
+stack-down:
+	BIN=$(BIN) scripts/stack.sh down
 
 clean-runs:
 	rm -rf data/runs data/sample

@@ -32,13 +32,31 @@ class RunSummary(BaseModel):
     current_version: str | None
 
 
+def for_drive_upload(config: RetrainConfig, drive_file_id: str | None) -> RetrainConfig:
+    """The config with its source replaced by the Drive file a new upload landed in (a folder upload has a new ID)."""
+    if not drive_file_id:
+        return config
+    return RetrainConfig.model_validate({**config.model_dump(), "source": f"drive://{drive_file_id}"})
+
+
 @flow(name="retrain", log_prints=True)
-def retrain(config: RetrainConfig) -> RunSummary:
-    """Fine-tune ResNet50 on the configured dataset.zip, report how well it does and promote it if it is better."""
+def retrain(
+    config: RetrainConfig, drive_file_id: str | None = None, drive_revision: str | None = None
+) -> RunSummary:
+    """Fine-tune ResNet50 on the configured dataset.zip, report how well it does and promote it if it is better.
+
+    `drive_file_id` and `drive_revision` come from the Drive sensor's event (the deployment's trigger): train on
+    that file, and say so if Drive has moved on to a newer revision since the sensor saw it.
+    """
+    config = for_drive_upload(config, drive_file_id)
     run_dir = open_run_dir(config.data_root, config.resume_run_id)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
 
     archive = fetch_dataset(config.source, config.drive, config.data_root)
+    if drive_revision and archive.drive_revision != drive_revision:
+        # Drive serves only the head revision: someone uploaded again after the sensor looked. Train on the
+        # newest; the sensor's next tick triggers another run for it, which the concurrency limit queues.
+        print(f"Drive revision {drive_revision} was replaced by {archive.drive_revision} before this run fetched it")
     weights_path = fetch_weights(config.training.weights, config.drive, config.data_root)
     dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed)
     trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir)

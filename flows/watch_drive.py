@@ -1,0 +1,304 @@
+"""The Drive sensor: notice a new revision of dataset.zip on Google Drive and tell Prefect with an event.
+
+Self-hosted Prefect has no webhooks and Drive push notifications need a public HTTPS endpoint, so the
+`watch-drive` deployment polls: each tick reads the watched file's metadata (or finds the newest `dataset.zip`
+in a watched folder), compares it with the last revision it saw (a Prefect Variable), and emits one
+`tuneflow.dataset.uploaded` event per new revision. The `retrain` deployment's trigger (prefect.yaml) turns that
+event into a retraining run with the file ID and revision as parameters.
+
+The decision is plain Python (`decide`); the tasks only read Drive, read/write the Variable and emit the event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Literal
+
+from prefect import flow, task
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tuneflow.config import DriveSettings
+from tuneflow.drive import (
+    DriveError,
+    DriveFile,
+    DriveTransientError,
+    RetryPolicy,
+    connect_drive,
+    fetch_file_metadata,
+    find_newest_file,
+    require_downloadable,
+)
+from tuneflow.sources import FILE_ID_PATTERN, parse_drive_source
+
+EVENT_NAME = "tuneflow.dataset.uploaded"
+# Fixed namespace: the same file ID and revision always give the same event id, on every machine, so a sensor
+# run retried after emitting (or two overlapping runs) produce one event, which Prefect's triggers see once.
+EVENT_NAMESPACE = uuid.UUID("5b0f8f57-8d7e-4b8e-9a53-2a3c1f0e7d11")
+STATE_VARIABLE_PREFIX = "tuneflow-drive-seen-"
+FOLDER_LINK = re.compile(r"/folders/([A-Za-z0-9_-]+)")
+
+
+class WatchDriveConfig(BaseModel):
+    """What the sensor watches and how it reaches Drive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str | None = Field(
+        None,
+        description="The Drive file to watch for new versions (Manage versions → Upload new version keeps its ID): "
+        "an ID, drive://ID or a share link. Give this or folder_id.",
+    )
+    folder_id: str | None = Field(
+        None,
+        description="A Drive folder to watch instead: the newest file called `title` in it counts (dropping a new "
+        "dataset.zip there creates a new file ID).",
+    )
+    title: str = Field("dataset.zip", min_length=1, description="File name looked for in folder_id.")
+    trigger_on_first_run: bool = Field(
+        False,
+        description="On the very first run (no revision seen yet) also emit the event, so the current file is "
+        "trained on at once. Off: the first run only records a baseline.",
+    )
+    state_variable: str | None = Field(
+        None,
+        description="Name of the Prefect Variable keeping the last revision seen. Unset: derived from what is "
+        "watched, so two sensors watching different files never share one.",
+        pattern=r"^[a-z0-9_-]+$",
+    )
+    drive: DriveSettings = Field(default_factory=DriveSettings, description="How Google Drive is reached.")
+
+    @field_validator("file_id")
+    @classmethod
+    def _file_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if FILE_ID_PATTERN.fullmatch(value):
+            return value
+        file_id = parse_drive_source(value)  # a ValueError here lists the accepted forms
+        if file_id is None:
+            raise ValueError(f"file_id {value!r} is not a Drive file ID, drive://ID or Drive share link")
+        return file_id
+
+    @field_validator("folder_id")
+    @classmethod
+    def _folder_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if match := FOLDER_LINK.search(value):
+            value = match.group(1)
+        if not FILE_ID_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"folder_id {value!r} is not a Drive folder ID or link "
+                "(https://drive.google.com/drive/folders/FOLDER_ID)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> WatchDriveConfig:
+        if (self.file_id is None) == (self.folder_id is None):
+            raise ValueError(
+                "give exactly one of file_id (watch one file's versions) or folder_id (watch the newest "
+                f"{self.title!r} in a folder); got "
+                + ("both" if self.file_id else "neither (did TUNEFLOW_DRIVE_FILE_ID reach `prefect deploy`?)")
+            )
+        return self
+
+    @property
+    def target(self) -> str:
+        """What is watched, in words."""
+        return f"Drive file {self.file_id}" if self.file_id else f"{self.title!r} in Drive folder {self.folder_id}"
+
+    @property
+    def variable_name(self) -> str:
+        if self.state_variable:
+            return self.state_variable
+        # Variable names are lowercase; Drive IDs are case-sensitive, so hash the target rather than lowercase it.
+        watched = f"file:{self.file_id}" if self.file_id else f"folder:{self.folder_id}/{self.title}"
+        return STATE_VARIABLE_PREFIX + hashlib.sha1(watched.encode()).hexdigest()[:16]
+
+
+class SeenRevision(BaseModel):
+    """The revision the sensor saw last (the Prefect Variable's value)."""
+
+    file_id: str
+    revision: str
+    md5: str | None = None
+    title: str = ""
+    modified: str = ""
+
+    @classmethod
+    def of(cls, file: DriveFile) -> SeenRevision:
+        return cls(file_id=file.id, revision=revision_of(file), md5=file.md5, title=file.title, modified=file.modified)
+
+
+class Decision(BaseModel):
+    """What one sensor tick concluded."""
+
+    emit: bool
+    record: bool
+    reason: Literal["baseline", "first-sight-triggers", "new-revision", "unchanged"]
+
+
+class WatchResult(BaseModel):
+    """The sensor run's return value, as shown on the flow run page."""
+
+    status: Literal["baseline", "new-revision", "unchanged", "nothing-there", "drive-unavailable"]
+    target: str
+    file_id: str | None = None
+    revision: str | None = None
+    event_id: str | None = None
+    message: str = ""
+
+
+def revision_of(file: DriveFile) -> str:
+    """Drive's head revision id; the MD5 stands in where Drive gives no revision (it always does for binaries)."""
+    revision = file.revision or file.md5
+    if not revision:
+        raise ValueError(f"Drive file {file.id!r} ({file.title!r}) has neither a head revision nor an MD5")
+    return revision
+
+
+def decide(last: SeenRevision | None, current: DriveFile, trigger_on_first_run: bool) -> Decision:
+    """Emit for a revision (or, in a folder, a file) not seen before; the first sighting is a baseline."""
+    if last is None:
+        if trigger_on_first_run:
+            return Decision(emit=True, record=True, reason="first-sight-triggers")
+        return Decision(emit=False, record=True, reason="baseline")
+    if (last.file_id, last.revision) == (current.id, revision_of(current)):
+        return Decision(emit=False, record=False, reason="unchanged")
+    return Decision(emit=True, record=True, reason="new-revision")
+
+
+def upload_event_id(file_id: str, revision: str) -> uuid.UUID:
+    return uuid.uuid5(EVENT_NAMESPACE, f"{file_id}/{revision}")
+
+
+def upload_event(file: DriveFile) -> dict:
+    """The keyword arguments of `emit_event` for a new revision.
+
+    Raw values sit in their own resource labels: a trigger's `{{ event.resource['gdrive.file-id'] }}` then
+    renders exactly the ID (the resource id itself carries a prefix).
+    """
+    revision = revision_of(file)
+    return {
+        "event": EVENT_NAME,
+        "resource": {
+            "prefect.resource.id": f"gdrive.file.{file.id}",
+            "prefect.resource.name": file.title,
+            "gdrive.file-id": file.id,
+            "gdrive.revision": revision,
+            "gdrive.md5": file.md5 or "",
+        },
+        "payload": {"title": file.title, "size": file.size, "modified": file.modified, "md5": file.md5},
+        "id": upload_event_id(file.id, revision),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tasks: the edges (Drive, the Variable, the event bus)
+# ------------------------------------------------------------------------------------------------------------
+
+
+@task(name="read-drive-head")
+def read_drive_head(config: WatchDriveConfig) -> DriveFile | None:
+    """Read the watched file's metadata, or find the newest matching file in the watched folder."""
+    from tasks.fetch import load_drive_key  # the key lookup (file, env, Secret block) the retrain flow uses
+
+    settings = config.drive
+    drive = connect_drive(
+        load_drive_key(settings), http_timeout_s=settings.http_timeout_s, api_endpoint=settings.api_endpoint
+    )
+    # No task-level retries: a Drive outage is simply retried on the next tick of the schedule.
+    retry = RetryPolicy(max_retries=settings.max_retries, base_delay_s=settings.retry_base_delay_s)
+    logger = get_run_logger()
+    if config.file_id:
+        file = fetch_file_metadata(drive, config.file_id, retry=retry, logger=logger)
+        if file.trashed:
+            return None
+    else:
+        file = find_newest_file(drive, str(config.folder_id), config.title, retry=retry, logger=logger)
+        if file is None:
+            return None
+    require_downloadable(file)
+    return file
+
+
+@task(name="load-last-seen")
+def load_last_seen(variable_name: str) -> SeenRevision | None:
+    """The revision recorded by the previous tick, if any."""
+    from prefect.variables import Variable
+
+    value = Variable.get(variable_name, default=None)
+    return SeenRevision.model_validate(value) if value else None
+
+
+@task(name="emit-upload-event")
+def emit_upload_event(file: DriveFile) -> str:
+    """Tell Prefect a new revision is there (one event per revision, however often this runs)."""
+    from prefect.events import emit_event
+
+    event = emit_event(**upload_event(file))
+    if event is None:
+        raise RuntimeError(
+            "Prefect did not emit the event (no API to send it to): run the sensor against a Prefect server "
+            "(PREFECT_API_URL) so the retrain trigger can see it"
+        )
+    return str(event.id)
+
+
+@task(name="remember-revision")
+def remember_revision(variable_name: str, seen: SeenRevision) -> None:
+    """Record the revision just handled, so the next tick compares against it."""
+    from prefect.variables import Variable
+
+    Variable.set(variable_name, seen.model_dump(), overwrite=True, tags=["tuneflow", "watch-drive"])
+
+
+@flow(name="watch-drive", flow_run_name="watch-drive", log_prints=True)
+def watch_drive(config: WatchDriveConfig) -> WatchResult:
+    """Emit `tuneflow.dataset.uploaded` once for each new revision of the watched dataset on Drive."""
+    logger = get_run_logger()
+    try:
+        current = read_drive_head(config)
+    except DriveTransientError as error:
+        # Rate limits and outages pass: report, stay green, and the next tick tries again.
+        logger.warning("Drive is unavailable for now (%s); the next tick will try again", error)
+        return WatchResult(status="drive-unavailable", target=config.target, message=str(error))
+    except DriveError as error:
+        # A missing file, an unshared file or a bad key will not fix itself: fail this run visibly (the schedule
+        # still runs the next tick, so fixing the sharing or the key is enough).
+        logger.error("cannot watch %s: %s", config.target, error)
+        raise
+
+    if current is None:
+        message = f"nothing to watch: {config.target} is missing or in the trash"
+        logger.warning(message)
+        return WatchResult(status="nothing-there", target=config.target, message=message)
+
+    last = load_last_seen(config.variable_name)
+    decision = decide(last, current, config.trigger_on_first_run)
+    seen = SeenRevision.of(current)
+    event_id = None
+    if decision.emit:
+        # Emit before recording: a run that dies in between emits again next tick with the same event id, which
+        # Prefect drops as a duplicate; the other order could lose an upload for good.
+        event_id = emit_upload_event(current)
+        logger.info("new revision %s of %s (%s): emitted event %s", seen.revision, current.title, current.id, event_id)
+    if decision.record:
+        remember_revision(config.variable_name, seen)
+    if decision.reason == "baseline":
+        logger.info(
+            "first look at %s: recorded revision %s as the baseline (no retraining)", config.target, seen.revision
+        )
+    elif decision.reason == "unchanged":
+        logger.info("%s unchanged (revision %s)", config.target, seen.revision)
+
+    status = {"baseline": "baseline", "unchanged": "unchanged"}.get(decision.reason, "new-revision")
+    return WatchResult(
+        status=status, target=config.target, file_id=current.id, revision=seen.revision, event_id=event_id
+    )

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A whole local Prefect stack on one machine: `scripts/stack.sh up` (make stack) and `scripts/stack.sh down`
+# (make stack-down). Server (SQLite), work pools, deployments from prefect.yaml and one worker per pool; every
+# port, database, log and pid file stays under data/stack/.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK="$ROOT/data/stack"
+BIN="${BIN:-$ROOT/.venv/bin}"
+PREFECT="$BIN/prefect"
+PYTHON="$BIN/python"
+# The first run of a server migrates its database: allow it a while on a small machine.
+READY_TIMEOUT_S="${READY_TIMEOUT_S:-120}"
+
+export PREFECT_HOME="$STACK/home"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+
+die() { echo "stack: $*" >&2; exit 1; }
+
+free_port() {
+  "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Start "$@" in its own session (so its process group, children included, can be stopped as one) and record it.
+start() {
+  local name="$1"; shift
+  setsid "$@" >"$STACK/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$STACK/pids/$name"
+}
+
+alive() { [[ -f "$STACK/pids/$1" ]] && kill -0 "$(cat "$STACK/pids/$1")" 2>/dev/null; }
+
+wait_until_ready() {
+  local url="$1" deadline=$((SECONDS + READY_TIMEOUT_S))
+  until "$PYTHON" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "$url" 2>/dev/null; do
+    alive server || die "the server exited while starting; see $STACK/logs/server.log"
+    (( SECONDS < deadline )) \
+      || die "the server did not answer $url within ${READY_TIMEOUT_S}s; see $STACK/logs/server.log"
+    sleep 1
+  done
+}
+
+up() {
+  [[ -x "$PREFECT" ]] || die "no Prefect CLI at $PREFECT; run \`make install\` first (or set BIN=path/to/venv/bin)"
+  if alive server; then
+    echo "stack: already running at $(cat "$STACK/url"); \`make stack-down\` stops it"
+    return
+  fi
+  mkdir -p "$STACK/logs" "$STACK/pids" "$PREFECT_HOME"
+  local port; port="$(free_port)"
+  local url="http://127.0.0.1:$port"
+  export PREFECT_API_URL="$url/api"
+  echo "$url" >"$STACK/url"
+
+  echo "stack: starting the Prefect server on $url (SQLite under $PREFECT_HOME)"
+  start server "$PREFECT" server start --host 127.0.0.1 --port "$port"
+  wait_until_ready "$PREFECT_API_URL/health"
+
+  for pool in gpu cpu; do
+    "$PREFECT" work-pool inspect "$pool" >/dev/null 2>&1 \
+      || "$PREFECT" work-pool create "$pool" --type process >/dev/null
+  done
+  echo "stack: work pools gpu and cpu ready"
+
+  # Self-hosted servers need this automation to end runs whose worker died (see the file's comment).
+  if ! "$PREFECT" automation inspect crash-zombie-flows >/dev/null 2>&1; then
+    "$PREFECT" automation create --from-file "$ROOT/ops/crash-zombie-flows.yaml" >/dev/null \
+      || die "could not create the crash-zombie-flows automation from ops/crash-zombie-flows.yaml"
+  fi
+
+  if [[ -z "${TUNEFLOW_DRIVE_FILE_ID:-}" ]]; then
+    echo "stack: TUNEFLOW_DRIVE_FILE_ID is not set: the deployments are created, but their runs will say which" \
+         "Drive file to set (re-run with TUNEFLOW_DRIVE_FILE_ID=... make stack after make stack-down)"
+  fi
+  (cd "$ROOT" && TUNEFLOW_DRIVE_FILE_ID="${TUNEFLOW_DRIVE_FILE_ID:-}" "$PREFECT" --no-prompt deploy --all \
+      >"$STACK/logs/deploy.log" 2>&1) || die "prefect deploy failed; see $STACK/logs/deploy.log"
+  echo "stack: deployed retrain (pool gpu) and watch-drive (pool cpu)"
+
+  # Workers run flows from this checkout: the pull step changes into TUNEFLOW_CODE_DIR.
+  for pool in gpu cpu; do
+    TUNEFLOW_CODE_DIR="$ROOT" PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+      start "worker-$pool" "$PREFECT" worker start --pool "$pool" --type process --limit 1
+  done
+  sleep 2
+  for pool in gpu cpu; do alive "worker-$pool" || die "the $pool worker exited; see $STACK/logs/worker-$pool.log"; done
+
+  cat <<EOF
+stack: up. Dashboard: $url
+  deployments:  $url/deployments
+  work pools:   $url/work-pools
+  automations:  $url/automations   (the retrain trigger on tuneflow.dataset.uploaded)
+  logs:         $STACK/logs/
+  use the CLI against it:  export PREFECT_API_URL=$PREFECT_API_URL
+  stop it all:  make stack-down
+EOF
+}
+
+# Stop one recorded process group: TERM, a grace period, then KILL.
+stop() {
+  local name="$1" pid
+  [[ -f "$STACK/pids/$name" ]] || return 0
+  pid="$(cat "$STACK/pids/$name")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "stack: stopped $name"
+  fi
+  rm -f "$STACK/pids/$name"
+}
+
+down() {
+  # Workers first, so none picks up a run while the server goes away.
+  stop worker-gpu
+  stop worker-cpu
+  stop server
+  rm -f "$STACK/url"
+  echo "stack: down (database and logs kept under $STACK; delete it to start afresh)"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  *) die "usage: $0 up|down" ;;
+esac

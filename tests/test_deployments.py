@@ -1,0 +1,296 @@
+"""The deployments of prefect.yaml on a real `prefect server start`: a new Drive revision retrains on the gpu pool.
+
+Everything a user would run, started by the test on free loopback ports with a temporary PREFECT_HOME: the
+server, the `gpu` and `cpu` process work pools (CLI), `prefect --no-prompt deploy --all` from the real
+prefect.yaml, a process worker per pool, and the Drive emulator serving a tiny dataset. The sensor deployment
+runs on the cpu worker; its event must make the retrain deployment's trigger start exactly one run on the gpu
+worker, with the new file ID and revision as parameters. The test's finalizers stop every process group it started.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT = Path(sys.executable).with_name("prefect")
+SERVER_START_TIMEOUT_S = 180
+# Generous waits for a busy 2-core machine: how long to wait for a state, never an assertion on speed.
+SENSOR_RUN_TIMEOUT_S = 240
+RETRAIN_RUN_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop the process and everything it started (workers start flow-run processes, which start training)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class LocalStack:
+    """A running `prefect server start` and the environment every CLI call and worker gets."""
+
+    url: str
+    env: dict[str, str]
+    logs: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    def cli(self, *args: str, extra_env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            [str(PREFECT), *args], cwd=REPO, env={**self.env, **(extra_env or {})}, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"`prefect {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.logs / f"{name}.log").open("w")
+        self.processes[name] = subprocess.Popen(
+            [str(PREFECT), *args], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def log_tail(self, name: str, lines: int = 60) -> str:
+        text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+        return f"--- last lines of {name}.log ---\n" + "\n".join(text[-lines:])
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": f"{url}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # workers poll every 2 s instead of 10: shorter waits, same path
+        "KERAS_HOME": str(tmp_path / "keras"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        # The flow-run processes must import this checkout's code, whatever the environment has installed.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "TUNEFLOW_CODE_DIR": str(REPO),  # the prefect.yaml pull step changes into it
+    }
+    env.pop("PREFECT_PROFILES_PATH", None)
+    stack = LocalStack(url=url, env=env, logs=logs)
+    try:
+        stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            try:
+                urllib.request.urlopen(f"{stack.api_url}/health", timeout=2)
+                break
+            except OSError:
+                server = stack.processes["server"]
+                assert server.poll() is None, (
+                    f"prefect server exited with {server.returncode}\n{stack.log_tail('server')}"
+                )
+                assert time.monotonic() < deadline, (
+                    f"prefect server did not answer within {SERVER_START_TIMEOUT_S}s\n{stack.log_tail('server')}"
+                )
+                time.sleep(1)
+        yield stack
+    finally:
+        for name in sorted(stack.processes, key=lambda name: name == "server"):  # workers first, server last
+            stop_group(stack.processes[name])
+    leftovers = [name for name, process in stack.processes.items() if process.poll() is None]
+    assert not leftovers, f"still running after the test: {leftovers}"
+
+
+def wait_for_final_state(client, flow_run_id, timeout_s: float, stack: LocalStack, worker: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = client.read_flow_run(flow_run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        assert time.monotonic() < deadline, (
+            f"flow run {run.name} still {run.state_name} after {timeout_s}s\n{stack.log_tail(worker)}"
+        )
+        time.sleep(2)
+
+
+def run_logs(client, flow_run_id) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(log.message for log in logs)
+
+
+def run_sensor(client, stack: LocalStack, deployment_id, parameters: dict | None = None):
+    """Start a watch-drive run on the cpu worker and wait for it to finish: the sensor's tick, on demand."""
+    created = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+    run = wait_for_final_state(client, created.id, SENSOR_RUN_TIMEOUT_S, stack, "worker-cpu")
+    assert run.state.is_completed(), (
+        f"watch-drive ended {run.state_name}: {run.state.message}\n{run_logs(client, run.id)}\n"
+        f"{stack.log_tail('worker-cpu')}"
+    )
+    return run
+
+
+def triggered_retrain_runs(client, deployment_id):
+    """Retrain runs started by the upload trigger (the weekly schedule's runs carry no Drive revision)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return [run for run in runs if "drive_revision" in run.parameters]
+
+
+def another_revision_of(archive: Path) -> bytes:
+    """The same photos in a new zip (a comment changes its bytes and MD5): what re-uploading a dataset gives."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(buffer, "w") as target:
+        for item in source.infolist():
+            target.writestr(item, source.read(item))
+        target.comment = b"second upload"
+    return buffer.getvalue()
+
+
+def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(
+    local_stack, drive_emulator, key_file, tiny_archive, tmp_path
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.watch_drive import EVENT_NAME, WatchDriveConfig, upload_event_id
+    from tuneflow.config import DriveSettings, RetrainConfig, TrainingSettings
+
+    stack = local_stack
+    file_id = drive_emulator.add_file("dataset.zip", tiny_archive)
+    first_revision = drive_emulator.files[file_id].head.id
+
+    for pool in ("gpu", "cpu"):
+        stack.cli("work-pool", "create", pool, "--type", "process")
+    deploy_output = stack.cli("--no-prompt", "deploy", "--all", extra_env={"TUNEFLOW_DRIVE_FILE_ID": file_id})
+    assert "retrain/retrain" in deploy_output and "watch-drive/watch-drive" in deploy_output
+
+    drive = DriveSettings(
+        key_file=key_file, api_endpoint=drive_emulator.api_endpoint, http_timeout_s=10, retry_base_delay_s=0.01
+    )
+    data_root = tmp_path / "data"
+    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+        retrain = client.read_deployment_by_name("retrain/retrain")
+        sensor = client.read_deployment_by_name("watch-drive/watch-drive")
+
+        # What prefect.yaml set up, as deployed.
+        assert retrain.work_pool_name == "gpu" and sensor.work_pool_name == "cpu"
+        assert retrain.global_concurrency_limit is not None and retrain.global_concurrency_limit.limit == 1
+        assert retrain.job_variables["env"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+        assert retrain.parameters["config"]["source"] == f"drive://{file_id}"
+        assert sensor.parameters["config"]["file_id"] == file_id
+        assert [schedule.schedule.cron for schedule in retrain.schedules] == ["0 3 * * 1"]
+        assert sensor.schedules[0].schedule.interval.total_seconds() == 300
+
+        # Point both at the emulator and shrink training to seconds: the only changes to the deployed config.
+        tiny = RetrainConfig(
+            source=f"drive://{file_id}",
+            data_root=data_root,
+            drive=drive,
+            training=TrainingSettings(weights="none", image_size=32, batch_size=4, epochs=1, fine_tune_epochs=0),
+        )
+        client.update_deployment(retrain.id, DeploymentUpdate(parameters={"config": tiny.model_dump(mode="json")}))
+        watch = WatchDriveConfig(file_id=file_id, drive=drive)
+        client.update_deployment(sensor.id, DeploymentUpdate(parameters={"config": watch.model_dump(mode="json")}))
+
+        # The test starts each sensor tick itself; the 5-minute schedule (checked above) would race them.
+        for schedule in sensor.schedules:
+            client.update_deployment_schedule(sensor.id, schedule.id, active=False)
+        for scheduled_tick in client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[sensor.id]))
+        ):
+            client.delete_flow_run(scheduled_tick.id)
+
+        stack.start("worker-gpu", "worker", "start", "--pool", "gpu", "--type", "process", "--limit", "1")
+        stack.start("worker-cpu", "worker", "start", "--pool", "cpu", "--type", "process", "--limit", "1")
+
+        # 1. First tick: a baseline, no retraining.
+        run_sensor(client, stack, sensor.id)
+        seen = client.read_variable_by_name(watch.variable_name)
+        assert seen is not None and seen.value["revision"] == first_revision
+        assert triggered_retrain_runs(client, retrain.id) == []
+
+        # 2. A new version is uploaded; the next tick emits the event and the trigger starts one retraining.
+        second_revision = drive_emulator.upload_revision(file_id, another_revision_of(tiny_archive))
+        run_sensor(client, stack, sensor.id)
+        deadline = time.monotonic() + 120
+        while not (triggered := triggered_retrain_runs(client, retrain.id)):
+            assert time.monotonic() < deadline, "the sensor's event started no retrain run (check the automation)"
+            time.sleep(1)
+        assert len(triggered) == 1, [run.parameters for run in triggered]
+        assert triggered[0].parameters["drive_file_id"] == file_id
+        assert triggered[0].parameters["drive_revision"] == second_revision
+
+        run = wait_for_final_state(client, triggered[0].id, RETRAIN_RUN_TIMEOUT_S, stack, "worker-gpu")
+        assert run.state.is_completed(), (
+            f"retrain ended {run.state_name}: {run.state.message}\n{run_logs(client, run.id)}\n"
+            f"{stack.log_tail('worker-gpu')}"
+        )
+        assert run.work_pool_name == "gpu" and run.infrastructure_pid, "the retrain run did not run on the gpu worker"
+        artifact_keys = {artifact.key for artifact in client.read_artifacts() if artifact.flow_run_id == run.id}
+        assert {"retrain-report", "drive-dataset-download"} <= artifact_keys, artifact_keys
+
+        run_dirs = list((data_root / "runs").iterdir())
+        assert len(run_dirs) == 1, run_dirs
+        assert (run_dirs[0] / "model.keras").is_file()
+        report = (run_dirs[0] / "report.md").read_text()
+        assert second_revision in report and file_id in report
+        assert json.loads((run_dirs[0] / "metrics.json").read_text())["data"]["drive_revision"] == second_revision
+
+        # 3. A tick with nothing new emits nothing and starts nothing.
+        run_sensor(client, stack, sensor.id)
+        # 4. A sensor that lost its memory (or was retried after emitting) re-emits the same event id: no second run.
+        client.delete_variable_by_name(watch.variable_name)
+        again = watch.model_copy(update={"trigger_on_first_run": True})
+        run_sensor(client, stack, sensor.id, parameters={"config": again.model_dump(mode="json")})
+        events = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT_NAME])), limit=50).events
+        assert {event.id for event in events} == {upload_event_id(file_id, second_revision)}
+        # The trigger reacts within about a second on a local server; give it far longer before counting.
+        time.sleep(10)
+        assert len(triggered_retrain_runs(client, retrain.id)) == 1
+
+        # The weekly schedule queued its next runs, Mondays at 03:00 UTC.
+        scheduled = [
+            run for run in client.read_flow_runs() if run.deployment_id == retrain.id and run.state_name == "Scheduled"
+        ]
+        assert scheduled, "the weekly schedule produced no scheduled retrain runs"
+        assert all(
+            (run.expected_start_time.weekday(), run.expected_start_time.hour) == (0, 3) for run in scheduled
+        ), [run.expected_start_time for run in scheduled]

@@ -31,6 +31,7 @@ from tuneflow.html_report import (
     Thumbnail,
     findings,
     headline_top_k,
+    label,
     render_html,
     thumbnail_uri,
 )
@@ -240,7 +241,7 @@ def render_markdown(content: ReportContent, figure_files: dict[str, str]) -> str
         "",
         "| provenance | value |",
         "| --- | --- |",
-        *[f"| {key} | {value if value is not None else '-'} |" for key, value in provenance.items()],
+        *[f"| {label(key)} | {value if value is not None else '-'} |" for key, value in provenance.items()],
         "",
         "## Settings",
         "",

@@ -12,9 +12,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from tasks.prepare import prepare_dataset
 from tuneflow.cli import main
-from tuneflow.config import DataSettings
 from tuneflow.predict import list_images, predict_encoded, read_encoded
 from tuneflow.promotion import point_current_at, store_version
 
@@ -22,12 +20,11 @@ pytestmark = pytest.mark.slow  # loads a real ResNet50
 
 
 @pytest.fixture(scope="module")
-def photos(tiny_archive, tmp_path_factory):
+def photos(tiny_dataset, tmp_path_factory):
     """The tiny validation photos, plus a broken JPEG and a text file, as a folder and as a zip."""
     root = tmp_path_factory.mktemp("predict")
-    dataset = prepare_dataset(tiny_archive, root / "dataset", DataSettings(), seed=1)
     folder = root / "photos"
-    shutil.copytree(dataset.root / "val", folder)
+    shutil.copytree(tiny_dataset.root / "val", folder)
     (folder / "pizza" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (folder / "notes.txt").write_text("not a photo")
     archive = root / "photos.zip"
@@ -36,7 +33,7 @@ def photos(tiny_archive, tmp_path_factory):
             if path.is_file():
                 zipped.write(path, f"photos/{path.relative_to(folder).as_posix()}")
         zipped.writestr("__MACOSX/photos/._x.jpg", b"resource fork")
-    return dataset, folder, archive
+    return tiny_dataset, folder, archive
 
 
 @pytest.fixture(scope="module")

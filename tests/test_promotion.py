@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from tasks.evaluate import EvalResult, predict_folder_split
-from tasks.prepare import prepare_dataset
 from tasks.promote import BASELINE_PREDICTIONS_FILE, promote_trained_model
 from tests.records import training_record
-from tuneflow.config import DataSettings, PromotionSettings
+from tuneflow.config import PromotionSettings
 from tuneflow.model import CLASSES_FILE, MODEL_FILE
 from tuneflow.promotion import (
     Baseline,
@@ -163,11 +162,10 @@ def test_dangling_pointer_is_explained(tmp_path):
 # --- the promote step with real models ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained_once(tiny_archive, tiny_model, tmp_path_factory):
+def trained_once(tiny_dataset, tiny_model):
     """A tiny untrained classifier and the validation split it is scored on (promotion compares, not trains)."""
-    dataset = prepare_dataset(tiny_archive, tmp_path_factory.mktemp("promotion") / "dataset", DataSettings(), seed=1)
-    predictions = predict_folder_split(tiny_model, dataset.root)
-    return dataset, tiny_model, float(predictions["correct"].mean())
+    predictions = predict_folder_split(tiny_model, tiny_dataset.root)
+    return tiny_dataset, tiny_model, float(predictions["correct"].mean())
 
 
 def candidate(trained_once, run_dir: Path) -> tuple[TrainedModel, EvalResult]:

@@ -154,6 +154,7 @@ def test_markdown_report_has_the_same_headline_and_decision(run):
     assert f"**Validation accuracy: {metrics.accuracy:.2%}**" in markdown
     assert decision.reason in markdown
     assert "![confusion matrix](figures/confusion_matrix.png)" in markdown
+    assert "| Drive revision | 0B7rev42 |" in markdown and f"| archive MD5 | {run['content'].archive.md5} |" in markdown
     assert (run["run_dir"] / "figures" / "confusion_matrix.png").is_file()
 
 

@@ -119,8 +119,8 @@ def headline_top_k(metrics: Metrics) -> int | None:
     return k if k >= 2 and k in metrics.top_k_accuracy else None
 
 
-def _card(label: str, value: str, note: str = "", tone: str = "") -> str:
-    return (f'<div class="card {tone}"><div class="label">{label}</div><div class="value">{value}</div>'
+def _card(heading: str, value: str, note: str = "", tone: str = "") -> str:
+    return (f'<div class="card {tone}"><div class="label">{heading}</div><div class="value">{value}</div>'
             f'<div class="note">{note}</div></div>')
 
 
@@ -228,8 +228,12 @@ def render_typical(typical: dict[str, list[Thumbnail]]) -> str:
 
 
 # Friendlier labels for fields we know; any other field shows its own name.
-LABELS = {"md5": "MD5", "size_bytes": "size", "drive_file_id": "Drive file ID", "drive_revision": "Drive revision",
-          "root": "folder", "files_seen": "files in archive"}
+LABELS = {"path": "local copy", "md5": "archive MD5", "size_bytes": "archive size", "drive_file_id": "Drive file ID",
+          "drive_revision": "Drive revision", "root": "folder", "files_seen": "files in archive"}
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " "))
 
 
 def _size(num_bytes: int) -> str:
@@ -260,10 +264,10 @@ def render_record(record: BaseModel, skip: set[str] = frozenset()) -> str:
         if name in skip:
             continue
         description = fields[name].description if name in fields else None
-        text = escape(LABELS.get(name, name.replace("_", " ")))
-        label = f'<span title="{escape(description)}">{text}</span>' if description else text
+        text = escape(label(name))
+        heading = f'<span title="{escape(description)}">{text}</span>' if description else text
         shown = _size(value) if name.endswith("_bytes") and isinstance(value, int) else _value_html(value)
-        rows.append(f"<tr><th>{label}</th><td>{shown}</td></tr>")
+        rows.append(f"<tr><th>{heading}</th><td>{shown}</td></tr>")
     return f'<table class="record">{"".join(rows)}</table>'
 
 

@@ -359,6 +359,7 @@ def train_classifier(
             validation_data=val_data,
             initial_epoch=max(epochs_done, phase.first_epoch),
             epochs=phase.end_epoch,
+            shuffle=False,  # the input pipeline reshuffles every epoch itself; fit can't shuffle a tf.data.Dataset
             verbose=0,
             callbacks=[EpochCheckpoint(phase, checkpoint_dir, history_path, setup.is_chief, emit, steps_per_epoch, total_epochs)],
         )

@@ -34,11 +34,6 @@ def decode_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
-def load_images(paths: list[Path], image_size: int) -> np.ndarray:
-    """Read image files into one uint8 batch, exactly as the training pipeline does."""
-    return np.stack([decode_image(tf.io.read_file(str(path)), image_size).numpy() for path in paths])
-
-
 def build_classifier(
     num_classes: int,
     image_size: int,

@@ -224,10 +224,6 @@ class TrainingSettings(BaseModel):
             raise ValueError(f"weights {weights!r} is not a file; use {WEIGHTS_CHOICES_TEXT}")
         return str(path.resolve())
 
-    @property
-    def pretrained(self) -> bool:
-        return self.weights != "none"
-
 
 class DriveSettings(BaseModel):
     """How Google Drive sources and weights (drive://ID or share links) are fetched: auth, timeouts, retries."""

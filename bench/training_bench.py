@@ -1,7 +1,7 @@
 """Benchmark (not a test): our tf.data input pipeline against keras.utils.image_dataset_from_directory, and
 ResNet50 training speed per phase, measured side by side in one run.
 
-    python bench/training_bench.py [--images 5000] [--train-steps 3]
+    python bench/training_bench.py [--images 5000] [--train-steps 3] [--rounds 3]
 
 The dataset (512-px JPEGs in 5 class folders) is generated once under data/bench/ and reused.
 Targets: our first epoch at least as fast as image_dataset_from_directory's, later epochs at least 5x.
@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per phase and size")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved input-pipeline rounds (best one kept)")
     parser.add_argument("--root", default="data/bench/photos")
     options = parser.parse_args()
 
@@ -71,17 +72,25 @@ def main() -> None:
     classes = list(SAMPLE_CLASSES)
     paths, labels = list_split(root, "train", classes)
     count = len(paths)
-    ours = make_input_pipeline(paths, labels, len(classes), IMAGE_SIZE, BATCH, seed=0, cache_dir=root.parent / "cache", shuffle=True)
-    theirs = keras.utils.image_dataset_from_directory(
-        root / "train", image_size=(IMAGE_SIZE, IMAGE_SIZE), batch_size=BATCH, shuffle=True, seed=0, verbose=False
-    )
-    ours_seconds = time_epochs(ours)
-    theirs_seconds = time_epochs(theirs)
-    print(f"\ninput pipeline, {count} images -> {IMAGE_SIZE} px batches of {BATCH} (images/s)")
+    # Fresh pipelines every round (a first epoch can only be timed once per pipeline), the two interleaved, the
+    # best round of each kept: on a shared machine that is what cancels other load out best.
+    ours_best, theirs_best = [0.0, 0.0], [0.0, 0.0]
+    for round_number in range(options.rounds):
+        ours = make_input_pipeline(paths, labels, len(classes), IMAGE_SIZE, BATCH, seed=round_number,
+                                   cache_dir=root.parent / "cache", shuffle=True)
+        theirs = keras.utils.image_dataset_from_directory(
+            root / "train", image_size=(IMAGE_SIZE, IMAGE_SIZE), batch_size=BATCH, shuffle=True, seed=round_number,
+            verbose=False,
+        )
+        for best, seconds in ((ours_best, time_epochs(ours)), (theirs_best, time_epochs(theirs))):
+            best[:] = [max(b, count / s) for b, s in zip(best, seconds)]
+        del ours, theirs  # frees the cached images
+    print(f"\ninput pipeline, {count} images -> {IMAGE_SIZE} px batches of {BATCH} "
+          f"(images/s, best of {options.rounds} interleaved rounds)")
     print(f"{'':34}{'epoch 1':>10}{'epoch 2':>10}")
-    print(f"{'keras image_dataset_from_directory':34}{count / theirs_seconds[0]:>10.0f}{count / theirs_seconds[1]:>10.0f}")
-    print(f"{'tuneflow (decode once, cache)':34}{count / ours_seconds[0]:>10.0f}{count / ours_seconds[1]:>10.0f}")
-    first, later = theirs_seconds[0] / ours_seconds[0], theirs_seconds[1] / ours_seconds[1]
+    print(f"{'keras image_dataset_from_directory':34}{theirs_best[0]:>10.0f}{theirs_best[1]:>10.0f}")
+    print(f"{'tuneflow (decode once, cache)':34}{ours_best[0]:>10.0f}{ours_best[1]:>10.0f}")
+    first, later = ours_best[0] / theirs_best[0], ours_best[1] / theirs_best[1]
     print(f"{'ratio tuneflow / keras':34}{first:>9.2f}x{later:>9.2f}x   targets: >= 1x, >= 5x "
           f"{'OK' if first >= 1 and later >= 5 else 'MISSED'}")
 

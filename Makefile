@@ -18,9 +18,11 @@ install: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/tuneflow demo
 
-# Install what the tests need and run them all (the slow ones too).
+# Install what the tests need and run them all (the slow ones too), a file per worker process: most of a
+# test's time is tracing ResNet50, one core's work, so two workers nearly halve the wall time on two cores.
+TEST_WORKERS ?= 2
 test: $(INSTALLED) chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The HTML report is tested in a real headless Chromium driven through chromedriver: Debian/Ubuntu packages,
 # installed here when missing (CI runs as root; elsewhere through sudo).

@@ -130,8 +130,9 @@ def describe_event(event: dict) -> str | None:
     kind = event.get("event")
     if kind == "start":
         resumed = f", resuming after epoch {event['resumed_from_epoch']}" if event["resumed_from_epoch"] else ""
+        machines = f", worker {event['worker_index']} of {event['workers']} machines" if event["workers"] > 1 else ""
         return (
-            f"training on {', '.join(event['devices'])} ({event['replicas']} replica(s), {event['precision']}): "
+            f"training on {', '.join(event['devices'])} ({event['replicas']} replica(s){machines}, {event['precision']}): "
             f"{event['train_images']} train / {event['val_images']} val images, {len(event['classes'])} classes, "
             f"weights {event['weights']}, {event['total_epochs']} epochs{resumed}"
         )
@@ -142,6 +143,15 @@ def describe_event(event: dict) -> str | None:
         return f"{event['phase']} epoch {event['epoch']}/{event['total_epochs']}: {metrics} ({event['seconds']:.1f} s)"
     if kind == "resumed":
         return f"restored the checkpoint after epoch {event['epochs_done']} (phase {event['phase']})"
+    if kind == "waiting-for-workers":
+        hosts = [host for role in event["cluster"].values() for host in role]
+        return (
+            f"TF_CONFIG describes {len(hosts)} machines ({', '.join(hosts)}); this is {event['task']}. Waiting for all "
+            "of them: on each other machine run `python -m tuneflow.train_worker <this run folder>/train_job.json` "
+            "with its own TF_CONFIG"
+        )
+    if kind == "notice":
+        return event["message"]
     if kind == "output":
         return event["line"]
     return None
@@ -158,7 +168,8 @@ def fine_tune(
     def on_event(event: dict) -> None:
         message = describe_event(event)
         if message:
-            logger.log(logging.DEBUG if event["event"] == "output" else logging.INFO, message)
+            level = {"output": logging.DEBUG, "notice": logging.WARNING}.get(event["event"], logging.INFO)
+            logger.log(level, message)
         if event["event"] in {"progress", "epoch"}:
             done = event.get("epochs_done", event.get("epoch", 0))
             update_progress_artifact(progress_id, progress=min(100.0, 100.0 * done / event["total_epochs"]))

@@ -27,7 +27,6 @@ from tuneflow.model import build_classifier, decode_image, save_classifier
 
 HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.weights.h5"
 STATE_FILE = "state.json"
 RESULT_FILE = "trained.json"
 # Decoded images are cached in memory below this size, on disk in the run folder above it.
@@ -102,6 +101,7 @@ def make_input_pipeline(
     seed: int,
     cache_dir: Path,
     shuffle: bool,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Parallel decode + resize, decoded images cached once, seeded shuffle every epoch, batch, prefetch.
 
@@ -120,9 +120,10 @@ def make_input_pipeline(
         dataset = dataset.cache(str(cache_dir / "decoded"))
     if shuffle:
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda images, y: (tf.cast(images, tf.float32), y))
+    # Batches stay uint8 (4x less to copy to the GPU); the model casts its input to float itself.
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
-    # Several workers each read the whole file list and keep every n-th element: no shared filesystem needed.
+    # Across machines each one reads the file list (at the same path everywhere) and keeps its share of batches.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
@@ -154,21 +155,27 @@ def make_optimizer(settings: TrainingSettings, learning_rate: float, decay_steps
     return keras.optimizers.Adam(schedule)
 
 
-class MultiWorkerUnsupportedError(RuntimeError):
-    """Several machines were asked for, which Keras 3's fit can't do yet."""
-
-
 class DeviceSetup(BaseModel):
     devices: list[str]
     replicas: int
     precision: str
     is_chief: bool
     worker_index: int
+    workers: int  # machines training together (MultiWorkerMirroredStrategy when > 1)
 
 
-def chief_and_index() -> tuple[bool, int]:
+def read_tf_config() -> dict:
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def cluster_size(tf_config: dict) -> int:
+    """How many machines TF_CONFIG describes (1 without it)."""
+    cluster = tf_config.get("cluster", {})
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
+def chief_and_index(tf_config: dict) -> tuple[bool, int]:
     """(is this process the chief?, its worker index) from TF_CONFIG; a single machine is its own chief."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     task_spec = tf_config.get("task", {})
     kind, index = task_spec.get("type", "worker"), int(task_spec.get("index", 0))
     if "chief" in tf_config.get("cluster", {}):
@@ -176,31 +183,31 @@ def chief_and_index() -> tuple[bool, int]:
     return kind == "worker" and index == 0, index
 
 
-def configure_devices(settings: TrainingSettings, cpu_replicas: int = 1) -> tuple[tf.distribute.Strategy, DeviceSetup]:
+def configure_devices(
+    settings: TrainingSettings, cpu_replicas: int = 1, emit: Emit = lambda event: None
+) -> tuple[tf.distribute.Strategy, DeviceSetup]:
     """Choose the distribution strategy and precision; must run before TensorFlow touches a device.
 
-    Several GPUs: MirroredStrategy. Otherwise the default strategy. TF_CONFIG with several workers fails loudly:
-    MultiWorkerMirroredStrategy doesn't work with Keras 3's fit (measured with TF 2.21 / Keras 3.15). `cpu_replicas` > 1 splits the CPU into logical devices (to exercise MirroredStrategy
-    without GPUs).
+    TF_CONFIG describing several machines: MultiWorkerMirroredStrategy (over every GPU of each). Otherwise several
+    GPUs: MirroredStrategy; else the default strategy. `cpu_replicas` > 1 splits the CPU into logical devices (to
+    exercise MirroredStrategy without GPUs).
     """
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         # Memory growth lets a second process (evaluation, a notebook) share the GPU instead of failing to start.
         tf.config.experimental.set_memory_growth(gpu, True)
-    if cpu_replicas > 1 and not gpus:
+    tf_config = read_tf_config()
+    chief, index = chief_and_index(tf_config)
+    if cluster_size(tf_config) > 1:
+        # Creating the strategy blocks until every machine of the cluster has connected: say so, or it looks hung.
+        emit({"event": "waiting-for-workers", "cluster": tf_config["cluster"], "task": tf_config.get("task", {})})
+        strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif cpu_replicas > 1 and not gpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
-        raise MultiWorkerUnsupportedError(
-            "TF_CONFIG describes several machines, but Keras 3's model.fit cannot train under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585: it fails reducing per-replica values across "
-            "workers). Train on one machine (all its GPUs are used through MirroredStrategy), or unset TF_CONFIG."
-        )
-    if len(gpus) > 1:
-        strategy = tf.distribute.MirroredStrategy()
-    elif cpu_replicas > 1 and not gpus:
         strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
     else:
         strategy = tf.distribute.get_strategy()
 
@@ -210,17 +217,23 @@ def configure_devices(settings: TrainingSettings, cpu_replicas: int = 1) -> tupl
         # Tensor cores (Volta, 7.0, and newer) make float16 fast; on CPUs and older GPUs it only costs accuracy.
         precision = "mixed_float16" if capabilities and min(capabilities) >= (7, 0) else "float32"
     keras.mixed_precision.set_global_policy(precision)
-    chief, index = chief_and_index()
     devices = [d.name for d in (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))]
     return strategy, DeviceSetup(
-        devices=devices, replicas=strategy.num_replicas_in_sync, precision=precision, is_chief=chief, worker_index=index
+        devices=devices, replicas=strategy.num_replicas_in_sync, precision=precision, is_chief=chief,
+        worker_index=index, workers=cluster_size(tf_config),
     )
+
+
+def epoch_checkpoint(checkpoint_dir: Path, epochs_done: int) -> Path:
+    return checkpoint_dir / f"epoch-{epochs_done:04d}.weights.h5"
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """After every epoch: a history row, the weights (with optimizer state), then the state file, in that order.
 
-    The state file is written last and atomically, so it never claims an epoch whose weights aren't on disk.
+    The state file is written last and atomically, so it never claims an epoch whose weights aren't on disk. The
+    previous epoch's weights are kept too: machines of a multi-worker run that died while saving may be one epoch
+    apart, and they resume together from the older one.
     """
 
     def __init__(self, phase: Phase, checkpoint_dir: Path, history_path: Path, chief: bool, emit: Emit,
@@ -247,12 +260,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row.pop("learning_rate", None)
         if self.chief:
             append_history_row(self.history_path, row)
-        # Every worker saves (the save is collective under MultiWorkerMirroredStrategy); only the chief's counts.
         partial = self.checkpoint_dir / "partial.weights.h5"
         self.model.save_weights(partial)
-        partial.replace(self.checkpoint_dir / LAST_CHECKPOINT)
-        if self.chief:
-            write_json_atomically(self.checkpoint_dir / STATE_FILE, {"epochs_done": epoch + 1, "phase": self.phase.name})
+        partial.replace(epoch_checkpoint(self.checkpoint_dir, epoch + 1))
+        write_json_atomically(self.checkpoint_dir / STATE_FILE, {"epochs_done": epoch + 1, "phase": self.phase.name})
+        epoch_checkpoint(self.checkpoint_dir, epoch - 1).unlink(missing_ok=True)
         self.emit({"event": "epoch", **row, "total_epochs": self.total_epochs})
 
 
@@ -288,9 +300,87 @@ def write_json_atomically(path: Path, value: dict) -> None:
 
 def read_epochs_done(checkpoint_dir: Path) -> int:
     state = checkpoint_dir / STATE_FILE
-    if state.exists() and (checkpoint_dir / LAST_CHECKPOINT).exists():
-        return int(json.loads(state.read_text())["epochs_done"])
-    return 0
+    if not state.exists():
+        return 0
+    epochs_done = int(json.loads(state.read_text())["epochs_done"])
+    return epochs_done if epoch_checkpoint(checkpoint_dir, epochs_done).exists() else 0
+
+
+def agree_on_epochs_done(strategy: tf.distribute.Strategy, epochs_done: int) -> int:
+    """The last epoch every machine of the cluster has a checkpoint of (each one keeps its last two)."""
+    per_replica = strategy.run(lambda: tf.constant([epochs_done]))
+    return int(tf.reduce_min(strategy.gather(per_replica, axis=0)))
+
+
+def fit_across_machines(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train_data: tf.data.Dataset,
+    val_data: tf.data.Dataset,
+    settings: TrainingSettings,
+    steps_per_epoch: int,
+    initial_epoch: int,
+    epochs: int,
+    callback: keras.callbacks.Callback,
+) -> None:
+    """What model.fit does, for MultiWorkerMirroredStrategy, where Keras 3's fit fails (keras-team/keras#20585).
+
+    TensorFlow's own custom training loop: each replica computes its share of the global-batch loss, the optimizer
+    all-reduces the gradients across machines, and loss/accuracy totals are summed across machines. The callback
+    gets the calls fit would make, so checkpoints, history and progress work the same on one machine or several.
+    Training batches are full and the data repeats (steps_per_epoch per epoch): a replica left with an empty batch
+    would feed NaN statistics to BatchNorm.
+    """
+    optimizer = model.optimizer  # compiled: a LossScaleOptimizer under mixed_float16
+    per_image_loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing, reduction=None)
+    variables = model.trainable_variables
+
+    def totals(targets: tf.Tensor, probabilities: tf.Tensor, losses: tf.Tensor) -> tf.Tensor:
+        hits = tf.equal(tf.argmax(probabilities, axis=-1), tf.argmax(targets, axis=-1))
+        return tf.stack([
+            tf.reduce_sum(tf.cast(losses, tf.float32)),
+            tf.reduce_sum(tf.cast(hits, tf.float32)),
+            tf.cast(tf.shape(targets)[0], tf.float32),
+        ])
+
+    def replica_train_step(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            losses = per_image_loss(targets, probabilities)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=settings.batch_size)
+            scaled_loss = optimizer.scale_loss(loss)
+        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        return totals(targets, probabilities, losses)
+
+    def replica_val_step(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        probabilities = model(images, training=False)
+        return totals(targets, probabilities, per_image_loss(targets, probabilities))
+
+    @tf.function
+    def train_step(iterator) -> tf.Tensor:
+        return strategy.reduce("SUM", strategy.run(replica_train_step, args=next(iterator)), axis=None)
+
+    @tf.function
+    def val_step(batch) -> tf.Tensor:
+        return strategy.reduce("SUM", strategy.run(replica_val_step, args=batch), axis=None)
+
+    def as_logs(summed: tf.Tensor, prefix: str = "") -> dict[str, float]:
+        loss_sum, hits, count = (float(v) for v in summed)
+        return {f"{prefix}loss": loss_sum / max(count, 1.0), f"{prefix}accuracy": hits / max(count, 1.0)}
+
+    train_batches = iter(strategy.experimental_distribute_dataset(train_data.repeat()))
+    val_batches = strategy.experimental_distribute_dataset(val_data)
+    callback.set_model(model)
+    for epoch in range(initial_epoch, epochs):
+        callback.on_epoch_begin(epoch)
+        summed = tf.zeros(3)
+        for step in range(steps_per_epoch):
+            summed += train_step(train_batches)
+            callback.on_train_batch_end(step)
+        val_summed = tf.zeros(3)
+        for batch in val_batches:  # every machine runs the same number of steps; TensorFlow pads with empty batches
+            val_summed += val_step(batch)
+        callback.on_epoch_end(epoch, {**as_logs(summed), **as_logs(val_summed, "val_")})
 
 
 def train_classifier(
@@ -302,8 +392,13 @@ def train_classifier(
     emit: Emit = lambda event: None,
     cpu_replicas: int = 1,
 ) -> TrainedModel:
-    """Train on dataset.root/train, validate on dataset.root/val, resume from run_dir's last checkpoint if any."""
-    strategy, setup = configure_devices(settings, cpu_replicas)
+    """Train on dataset.root/train, validate on dataset.root/val, resume from run_dir's last checkpoint if any.
+
+    Under TF_CONFIG with several machines every machine runs this; the chief writes into run_dir, the others into
+    run_dir/workers/<index>, and all of them must see the prepared dataset at the same path.
+    """
+    strategy, setup = configure_devices(settings, cpu_replicas, emit)
+    across_machines = setup.workers > 1
     keras.utils.set_random_seed(seed)
     # Non-chief workers of a multi-worker run write their (identical) copies to a scratch folder.
     work_dir = run_dir if setup.is_chief else run_dir / "workers" / str(setup.worker_index)
@@ -314,10 +409,17 @@ def train_classifier(
     classes = dataset.classes
     train_paths, train_labels = list_split(dataset.root, "train", classes)
     val_paths, val_labels = list_split(dataset.root, "val", classes)
+    if across_machines and len(train_paths) < settings.batch_size:
+        raise ValueError(
+            f"{len(train_paths)} training images are fewer than one batch of {settings.batch_size}; training across "
+            "machines uses full batches only: lower batch_size"
+        )
     common = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed)
-    train_data = make_input_pipeline(train_paths, train_labels, cache_dir=work_dir / "cache" / "train", shuffle=True, **common)
+    train_data = make_input_pipeline(train_paths, train_labels, cache_dir=work_dir / "cache" / "train", shuffle=True,
+                                     drop_remainder=across_machines, **common)
     val_data = make_input_pipeline(val_paths, val_labels, cache_dir=work_dir / "cache" / "val", shuffle=False, **common)
-    steps_per_epoch = math.ceil(len(train_paths) / settings.batch_size)
+    steps_per_epoch = (len(train_paths) // settings.batch_size if across_machines
+                       else math.ceil(len(train_paths) / settings.batch_size))
 
     with strategy.scope():
         model, base = build_classifier(
@@ -327,13 +429,25 @@ def train_classifier(
     phases = plan_phases(settings, pretrained=weights_path is not None)
     total_epochs = phases[-1].end_epoch
     epochs_done = read_epochs_done(checkpoint_dir)
+    if across_machines:
+        epochs_done = agree_on_epochs_done(strategy, epochs_done)
+        if epochs_done and not epoch_checkpoint(checkpoint_dir, epochs_done).exists():
+            raise RuntimeError(
+                f"the machines of this run agree on resuming after epoch {epochs_done}, but "
+                f"{epoch_checkpoint(checkpoint_dir, epochs_done)} is missing on worker {setup.worker_index}: "
+                "start a new run (without resume_run_id)"
+            )
     truncate_history(history_path, epochs_done)
     resumed_from = epochs_done
     emit({"event": "start", "devices": setup.devices, "replicas": setup.replicas, "precision": setup.precision,
+          "workers": setup.workers, "worker_index": setup.worker_index,
           "train_images": len(train_paths), "val_images": len(val_paths), "classes": classes,
           "weights": str(weights_path) if weights_path else "random initialisation",
           "resumed_from_epoch": resumed_from, "total_epochs": total_epochs})
 
+    if across_machines and settings.jit_compile:
+        emit({"event": "notice", "message": "jit_compile is not applied when training across machines: the "
+              "custom training loop runs its steps as plain tf.functions"})
     started = time.perf_counter()
     for phase in phases:
         if epochs_done >= phase.end_epoch:
@@ -352,21 +466,29 @@ def train_classifier(
                 model.optimizer.build(model.trainable_variables)
             # Mid-phase this restores the optimizer too; at a phase boundary Keras skips the old optimizer's
             # state (it has other variables) and the new phase starts its optimizer afresh, as uninterrupted.
-            model.load_weights(checkpoint_dir / LAST_CHECKPOINT)
+            model.load_weights(epoch_checkpoint(checkpoint_dir, epochs_done))
             emit({"event": "resumed", "epochs_done": epochs_done, "phase": phase.name})
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            initial_epoch=max(epochs_done, phase.first_epoch),
-            epochs=phase.end_epoch,
-            shuffle=False,  # the input pipeline reshuffles every epoch itself; fit can't shuffle a tf.data.Dataset
-            verbose=0,
-            callbacks=[EpochCheckpoint(phase, checkpoint_dir, history_path, setup.is_chief, emit, steps_per_epoch, total_epochs)],
+        checkpointing = EpochCheckpoint(
+            phase, checkpoint_dir, history_path, setup.is_chief, emit, steps_per_epoch, total_epochs
         )
+        first_epoch = max(epochs_done, phase.first_epoch)
+        if across_machines:
+            with strategy.scope():
+                fit_across_machines(model, strategy, train_data, val_data, settings, steps_per_epoch,
+                                    first_epoch, phase.end_epoch, checkpointing)
+        else:
+            model.fit(
+                train_data,
+                validation_data=val_data,
+                initial_epoch=first_epoch,
+                epochs=phase.end_epoch,
+                shuffle=False,  # the input pipeline reshuffles every epoch itself; fit can't shuffle a tf.data.Dataset
+                verbose=0,
+                callbacks=[checkpointing],
+            )
         epochs_done = phase.end_epoch
         model.save_weights(checkpoint_dir / f"after-{phase.name}.weights.h5")
     seconds = time.perf_counter() - started
-
     model_path = save_classifier(model, classes, work_dir)
     epochs_trained = total_epochs - resumed_from
     result = TrainedModel(

@@ -1,0 +1,124 @@
+"""Training in its own process: resume after a kill, timeouts, MirroredStrategy, MultiWorkerMirroredStrategy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.train import TrainingFailed, describe_event, run_training_process
+from tests.records import TINY_TRAINING_KNOBS as TINY
+from tuneflow.config import TrainingSettings
+from tuneflow.model import build_classifier, load_classifier
+from tuneflow.train_worker import TrainingJob
+
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_epoch(tiny_dataset, tmp_path):
+    settings = TrainingSettings(weights="none", epochs=2, **TINY)
+    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
+
+    def kill_after_first_epoch(event):
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            os.killpg(int((tmp_path / "train.pid").read_text()), signal.SIGKILL)
+
+    with pytest.raises(TrainingFailed, match="exited with code -9"):
+        run_training_process(job, kill_after_first_epoch)
+    assert not (tmp_path / "model.keras").exists()
+
+    events = []
+    result = run_training_process(job, events.append)
+    assert result.resumed_from_epoch == 1 and result.epochs_run == 2
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert (tmp_path / "model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_timeout_stops_the_training_process(prefect_server, tiny_archive, tmp_path):
+    from flows.retrain import retrain
+    from tuneflow.config import RetrainConfig
+
+    config = RetrainConfig(
+        source=str(tiny_archive),
+        data_root=tmp_path,
+        training=TrainingSettings(weights="none", epochs=50, timeout_minutes=0.25, **TINY),
+    )
+    with pytest.raises(TimeoutError, match="training exceeded its timeout of 15 s"):
+        retrain(config)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    pid = int((run_dir / "train.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(tiny_dataset, tmp_path):
+    settings = TrainingSettings(weights="none", epochs=1, **TINY)
+    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path, cpu_replicas=2)
+    result = run_training_process(job, lambda event: None)
+    assert result.replicas == 2 and len(result.devices) == 2
+    assert load_classifier(tmp_path)[1] == ["apple_pie", "pizza", "sashimi"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def worker_config(workers: list[str], index: int) -> str:
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_strategy_with_two_processes_on_localhost(tiny_dataset, tmp_path):
+    """The documented way: the chief's run writes train_job.json, the other machine runs the worker on that file."""
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    settings = TrainingSettings(weights="none", epochs=2, **TINY)
+    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
+    chief_events: list[dict] = []
+    with ThreadPoolExecutor(1) as pool:
+        chief = pool.submit(run_training_process, job, chief_events.append, 600, {"TF_CONFIG": worker_config(workers, 0)})
+        job_file = tmp_path / "train_job.json"
+        while not job_file.exists() and not chief.done():
+            time.sleep(0.1)
+        second = subprocess.run(
+            [sys.executable, "-m", "tuneflow.train_worker", str(job_file)],
+            env={**os.environ, "TF_CONFIG": worker_config(workers, 1)},
+            capture_output=True, text=True, timeout=600,
+        )
+        result = chief.result()
+    assert second.returncode == 0, second.stderr[-3000:]
+    second_result = [json.loads(line) for line in second.stdout.splitlines() if '"done"' in line][0]["result"]
+
+    assert result.replicas == second_result["replicas"] == 2
+    waiting = describe_event(next(e for e in chief_events if e["event"] == "waiting-for-workers"))
+    assert "TF_CONFIG describes 2 machines" in waiting and "python -m tuneflow.train_worker" in waiting
+    start = describe_event(next(e for e in chief_events if e["event"] == "start"))
+    assert "(2 replica(s), worker 0 of 2 machines, float32)" in start
+    assert result.epochs_run == 2 and [e["epoch"] for e in chief_events if e["event"] == "epoch"] == [1, 2]
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and history["accuracy"].between(0, 1).all()
+    chief_model, classes = load_classifier(tmp_path)
+    worker_model, _ = load_classifier(tmp_path / "workers" / "1")
+    assert classes == ["apple_pie", "pizza", "sashimi"]
+    # Gradients were all-reduced across the two processes, so both hold the same trained weights.
+    for chief_weight, worker_weight in zip(chief_model.trainable_weights, worker_model.trainable_weights, strict=True):
+        np.testing.assert_allclose(np.asarray(chief_weight), np.asarray(worker_weight), atol=1e-6)
+    # ... and that is not the starting point: the second epoch moved them.
+    after_first_epoch, _ = build_classifier(3, 32, None, 0.2, 0)
+    after_first_epoch.load_weights(tmp_path / "checkpoints" / "epoch-0001.weights.h5")
+    head_kernel = chief_model.get_layer("classes").kernel
+    assert not np.allclose(np.asarray(after_first_epoch.get_layer("classes").kernel), np.asarray(head_kernel))

@@ -4,7 +4,8 @@ Everything a user would run, started by the test on free loopback ports with a t
 server, the `gpu` and `cpu` process work pools (CLI), `prefect --no-prompt deploy --all` from the real
 prefect.yaml, a process worker per pool, and the Drive emulator serving a tiny dataset. The sensor deployment
 runs on the cpu worker; its event must make the retrain deployment's trigger start exactly one run on the gpu
-worker, with the new file ID and revision as parameters. The test's finalizers stop every process group it started.
+worker, with the new file ID and revision as parameters. Then a run cancelled while it trains must leave no
+training process behind. The test's finalizers stop every process group it started.
 """
 
 from __future__ import annotations
@@ -145,6 +146,28 @@ def wait_for_final_state(client, flow_run_id, timeout_s: float, stack: LocalStac
         time.sleep(2)
 
 
+def process_is_running(pid: int) -> bool:
+    """Alive and not a zombie (an exited orphan may wait a moment for init to reap it; it holds nothing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for_training_process(runs_root: Path, earlier_runs: set[Path], stack: LocalStack) -> int:
+    """The pid of the training process of the one new run, once it is running."""
+    deadline = time.monotonic() + SENSOR_RUN_TIMEOUT_S
+    while True:
+        new_runs = [path for path in runs_root.iterdir() if path not in earlier_runs]
+        pid_files = [path / "train.pid" for path in new_runs if (path / "train.pid").exists()]
+        if pid_files and pid_files[0].read_text().strip():
+            pid = int(pid_files[0].read_text())
+            if process_is_running(pid):
+                return pid
+        assert time.monotonic() < deadline, f"no training process started\n{stack.log_tail('worker-gpu')}"
+        time.sleep(1)
+
+
 def run_logs(client, flow_run_id) -> str:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -181,7 +204,7 @@ def another_revision_of(archive: Path) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(
+def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops_training(
     local_stack, drive_emulator, key_file, tiny_archive, tmp_path
 ):
     from prefect.client.orchestration import get_client
@@ -189,6 +212,7 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.events.filters import EventFilter, EventNameFilter
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Cancelling
 
     from flows.watch_drive import EVENT_NAME, WatchDriveConfig, upload_event_id
     from tuneflow.config import DriveSettings, RetrainConfig, TrainingSettings
@@ -294,3 +318,17 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool(
         assert all(
             (run.expected_start_time.weekday(), run.expected_start_time.hour) == (0, 3) for run in scheduled
         ), [run.expected_start_time for run in scheduled]
+
+        # 5. Cancelling a run from the dashboard while it trains stops its training process, freeing the GPU.
+        long_training = tiny.model_copy(update={"training": tiny.training.model_copy(update={"epochs": 500})})
+        created = client.create_flow_run_from_deployment(
+            retrain.id, parameters={"config": long_training.model_dump(mode="json")}
+        )
+        training_pid = wait_for_training_process(data_root / "runs", set(run_dirs), stack)
+        client.set_flow_run_state(created.id, Cancelling())  # what the dashboard's Cancel button does
+        cancelled = wait_for_final_state(client, created.id, SENSOR_RUN_TIMEOUT_S, stack, "worker-gpu")
+        assert cancelled.state.is_cancelled(), f"ended {cancelled.state_name}: {cancelled.state.message}"
+        deadline = time.monotonic() + 60
+        while process_is_running(training_pid):
+            assert time.monotonic() < deadline, f"training process {training_pid} outlived its cancelled flow run"
+            time.sleep(1)

@@ -4,6 +4,10 @@ Phase "head" trains only the new head on the frozen base; phase "fine-tune" unfr
 top stages) at a low learning rate with BatchNorm kept in inference mode. From random weights there is nothing to
 protect, so one phase "full" trains everything from the first step.
 
+One machine trains with model.fit (several GPUs under MirroredStrategy); several machines (TF_CONFIG) train under
+MultiWorkerMirroredStrategy with TensorFlow's custom training loop, since Keras 3's fit fails there. Both report
+each epoch through the same callback.
+
 This module runs inside the training process (tuneflow.train_worker); it reports through an `emit` callback.
 """
 

@@ -20,9 +20,10 @@ demo: $(INSTALLED)
 
 # Install what the tests need and run them all (the slow ones too), a file per worker process: most of a
 # test's time is tracing ResNet50, one core's work, so two workers nearly halve the wall time on two cores.
+# Files go out in collection order (tests/conftest.py puts the longest first), not xdist's most-tests-first.
 TEST_WORKERS ?= 2
 test: $(INSTALLED) chromium
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The HTML report is tested in a real headless Chromium driven through chromedriver: Debian/Ubuntu packages,
 # installed here when missing (CI runs as root; elsewhere through sudo).

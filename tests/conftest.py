@@ -19,6 +19,20 @@ import pytest  # noqa: E402
 from tuneflow.sample import write_sample_dataset  # noqa: E402
 
 TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
+# The longest test files, longest first. `make test` hands whole files to two pytest-xdist workers in collection
+# order (--no-loadscope-reorder); a long file handed out last would leave one worker idle at the end.
+LONGEST_FILES_FIRST = (
+    "test_training_process.py",
+    "test_deployments.py",
+    "test_flow.py",
+    "test_multi_worker.py",
+    "test_training.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep pytest's order
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.train import TrainedModel, describe_event, run_training_process
+from tasks.train import TrainedModel, TrainingFailed, describe_event, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
 from tuneflow.model import build_classifier, load_classifier
@@ -67,6 +67,14 @@ def assert_same_trained_weights(run_dir: Path) -> None:
 
 def epochs_trained(events: list[dict]) -> list[int]:
     return [event["epoch"] for event in events if event["event"] == "epoch"]
+
+
+def test_a_training_set_smaller_than_one_batch_fails_before_waiting_for_the_other_machines(tiny_dataset, tmp_path):
+    settings = TrainingSettings(weights="none", epochs=1, **{**TINY, "batch_size": 64})
+    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]  # the second never starts
+    with pytest.raises(TrainingFailed, match="24 training images are fewer than one batch of 64.*lower batch_size"):
+        run_training_process(job, lambda event: None, 120, {"TF_CONFIG": worker_config(workers, 0)})
 
 
 @pytest.mark.slow

@@ -401,8 +401,17 @@ def train_classifier(
     Under TF_CONFIG with several machines every machine runs this; the chief writes into run_dir, the others into
     run_dir/workers/<index>, and all of them must see the prepared dataset at the same path.
     """
+    classes = dataset.classes
+    train_paths, train_labels = list_split(dataset.root, "train", classes)
+    val_paths, val_labels = list_split(dataset.root, "val", classes)
+    across_machines = cluster_size(read_tf_config()) > 1
+    # Checked before joining the cluster, which blocks until every machine is there.
+    if across_machines and len(train_paths) < settings.batch_size:
+        raise ValueError(
+            f"{len(train_paths)} training images are fewer than one batch of {settings.batch_size}; training across "
+            "machines uses full batches only: lower batch_size"
+        )
     strategy, setup = configure_devices(settings, cpu_replicas, emit)
-    across_machines = setup.workers > 1
     keras.utils.set_random_seed(seed)
     # Non-chief workers of a multi-worker run write their (identical) copies to a scratch folder.
     work_dir = run_dir if setup.is_chief else run_dir / "workers" / str(setup.worker_index)
@@ -410,14 +419,6 @@ def train_classifier(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history_path = work_dir / HISTORY_FILE
 
-    classes = dataset.classes
-    train_paths, train_labels = list_split(dataset.root, "train", classes)
-    val_paths, val_labels = list_split(dataset.root, "val", classes)
-    if across_machines and len(train_paths) < settings.batch_size:
-        raise ValueError(
-            f"{len(train_paths)} training images are fewer than one batch of {settings.batch_size}; training across "
-            "machines uses full batches only: lower batch_size"
-        )
     common = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed)
     train_data = make_input_pipeline(train_paths, train_labels, cache_dir=work_dir / "cache" / "train", shuffle=True,
                                      drop_remainder=across_machines, **common)

@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     options = parser.parse_args()
 
-    from tasks.fetch import resolve_weights
-    from tasks.prepare import prepare_dataset
+    from tuneflow.tasks.fetch import resolve_weights
+    from tuneflow.tasks.prepare import prepare_dataset
     from tuneflow.config import DataSettings, TrainingSettings
     from tuneflow.sample import write_sample_dataset
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel
 
-from tasks.evaluate import evaluate_model
-from tasks.fetch import fetch_dataset, fetch_weights
-from tasks.prepare import prepare
-from tasks.promote import promote
-from tasks.report import write_report
-from tasks.train import fine_tune
+from tuneflow.tasks.evaluate import evaluate_model
+from tuneflow.tasks.fetch import fetch_dataset, fetch_weights
+from tuneflow.tasks.prepare import prepare
+from tuneflow.tasks.promote import promote
+from tuneflow.tasks.report import write_report
+from tuneflow.tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
 from tuneflow.runs import open_run_dir
 

@@ -207,7 +207,7 @@ def upload_event(file: DriveFile) -> dict:
 @task(name="read-drive-head")
 def read_drive_head(config: WatchDriveConfig) -> DriveFile | None:
     """Read the watched file's metadata, or find the newest matching file in the watched folder."""
-    from tasks.fetch import load_drive_key  # the key lookup (file, env, Secret block) the retrain flow uses
+    from tuneflow.tasks.fetch import load_drive_key  # the key lookup (file, env, Secret block) the retrain flow uses
 
     settings = config.drive
     drive = connect_drive(

@@ -77,9 +77,10 @@ up() {
       >"$STACK/logs/deploy.log" 2>&1) || die "prefect deploy failed; see $STACK/logs/deploy.log"
   echo "stack: deployed retrain (pool gpu) and watch-drive (pool cpu)"
 
-  # Workers run flows from this checkout: the pull step changes into TUNEFLOW_CODE_DIR.
+  # Workers run the tuneflow installed in $BIN's environment; the pull step changes into TUNEFLOW_WORK_DIR, so
+  # runs keep their models under this checkout's data/.
   for pool in gpu cpu; do
-    TUNEFLOW_CODE_DIR="$ROOT" PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+    TUNEFLOW_WORK_DIR="$ROOT" TUNEFLOW_DATA_ROOT="${TUNEFLOW_DATA_ROOT:-$ROOT/data}" \
       start "worker-$pool" "$PREFECT" worker start --pool "$pool" --type process --limit 1
   done
   sleep 2

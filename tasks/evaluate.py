@@ -9,9 +9,9 @@ import pandas as pd
 from prefect import task
 from pydantic import BaseModel
 
-from tasks.fetch import FetchedArchive
-from tasks.prepare import PreparedDataset
-from tasks.train import TrainedModel, list_split
+from tuneflow.tasks.fetch import FetchedArchive
+from tuneflow.tasks.prepare import PreparedDataset
+from tuneflow.tasks.train import TrainedModel, list_split
 from tuneflow.metrics import Metrics, compute_metrics, read_predictions
 from tuneflow.model import load_classifier
 from tuneflow.predict import predict_encoded

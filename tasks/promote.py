@@ -8,9 +8,9 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.evaluate import EvalResult, predict_folder_split
-from tasks.prepare import PreparedDataset
-from tasks.train import TrainedModel
+from tuneflow.tasks.evaluate import EvalResult, predict_folder_split
+from tuneflow.tasks.prepare import PreparedDataset
+from tuneflow.tasks.train import TrainedModel
 from tuneflow.config import PromotionSettings
 from tuneflow.metrics import compute_metrics
 from tuneflow.model import MODEL_FILE, load_classes

@@ -17,10 +17,10 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
 
-from tasks.evaluate import EvalResult
-from tasks.fetch import FetchedArchive
-from tasks.prepare import MANIFEST_NAME, PreparedDataset, counts_table
-from tasks.train import TrainedModel
+from tuneflow.tasks.evaluate import EvalResult
+from tuneflow.tasks.fetch import FetchedArchive
+from tuneflow.tasks.prepare import MANIFEST_NAME, PreparedDataset, counts_table
+from tuneflow.tasks.train import TrainedModel
 from tuneflow import plots
 from tuneflow.config import RetrainConfig
 from tuneflow.dataset import REASONS

@@ -12,7 +12,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,8 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from tasks.prepare import PreparedDataset
+from tuneflow.tasks.prepare import PreparedDataset
+from tuneflow.child_process import child_environment, python_module_command
 from tuneflow.config import TrainingSettings
 from tuneflow.train_worker import TrainingJob
 from tuneflow.training import RESULT_FILE, TrainedModel, list_split  # noqa: F401  (list_split: evaluate's too)
@@ -70,16 +70,13 @@ def run_training_process(
     job_path = run_dir / JOB_FILE
     job_path.write_text(job.model_dump_json(indent=2))
     log_path = run_dir / LOG_FILE
-    # The worker must import this very code, wherever it is installed or checked out.
-    code_root = str(Path(__file__).resolve().parent.parent)
-    python_path = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tuneflow.train_worker", str(job_path)],
+            python_module_command("tuneflow.train_worker", str(job_path)),
             stdout=subprocess.PIPE,
             stderr=log,
             start_new_session=True,  # its own process group, so stopping it stops anything it started
-            env={**os.environ, "PYTHONPATH": python_path, **(env or {})},
+            env=child_environment(env),
             text=True,
         )
     (run_dir / PID_FILE).write_text(f"{process.pid}\n")

@@ -104,9 +104,7 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         "KERAS_HOME": str(tmp_path / "keras"),
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
-        # The flow-run processes must import this checkout's code, whatever the environment has installed.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "TUNEFLOW_CODE_DIR": str(REPO),  # the prefect.yaml pull step changes into it
+        "TUNEFLOW_WORK_DIR": str(REPO),  # the prefect.yaml pull step changes into it
     }
     env.pop("PREFECT_PROFILES_PATH", None)
     stack = LocalStack(url=url, env=env, logs=logs)
@@ -214,7 +212,7 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
-    from flows.watch_drive import EVENT_NAME, WatchDriveConfig, upload_event_id
+    from tuneflow.flows.watch_drive import EVENT_NAME, WatchDriveConfig, upload_event_id
     from tuneflow.config import DriveSettings, RetrainConfig, TrainingSettings
 
     stack = local_stack

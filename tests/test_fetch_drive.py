@@ -9,7 +9,7 @@ import pytest
 from prefect.states import Failed
 from pydantic import ValidationError
 
-from tasks.fetch import fetch_drive_archive, resolve_weights, retry_only_transient_drive_errors
+from tuneflow.tasks.fetch import fetch_drive_archive, resolve_weights, retry_only_transient_drive_errors
 from tests.drive_fixtures import (  # noqa: F401 (fixtures)
     drive_emulator,
     key_file,

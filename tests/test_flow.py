@@ -29,7 +29,7 @@ def tiny_config(archive: Path, data_root: Path, **changes) -> RetrainConfig:
 @pytest.fixture(scope="module")
 def two_runs(prefect_server, tiny_archive, tmp_path_factory):
     """The same config run twice into one data root."""
-    from flows.retrain import retrain
+    from tuneflow.flows.retrain import retrain
 
     data_root = tmp_path_factory.mktemp("data")
     config = tiny_config(tiny_archive, data_root)
@@ -132,14 +132,14 @@ def test_second_run_gets_its_own_folder(two_runs):
 
 
 def test_missing_source_fails_with_its_path(prefect_server, tmp_path):
-    from flows.retrain import retrain
+    from tuneflow.flows.retrain import retrain
 
     with pytest.raises(FileNotFoundError, match="does not exist.*tuneflow sample"):
         retrain(tiny_config(tmp_path / "nope.zip", tmp_path / "data"))
 
 
 def test_file_that_is_not_a_zip_is_refused(prefect_server, tmp_path):
-    from flows.retrain import retrain
+    from tuneflow.flows.retrain import retrain
 
     not_zip = tmp_path / "dataset.zip"
     not_zip.write_text("this is a text file")
@@ -148,7 +148,7 @@ def test_file_that_is_not_a_zip_is_refused(prefect_server, tmp_path):
 
 
 def test_unknown_class_lists_the_available_ones(prefect_server, tiny_archive, tmp_path):
-    from flows.retrain import retrain
+    from tuneflow.flows.retrain import retrain
 
     config = tiny_config(tiny_archive, tmp_path / "data", data=DataSettings(classes=["apple_pie", "piza"]))
     with pytest.raises(ValueError, match=r"class 'piza' is not in the archive; it has \['apple_pie', 'pizza', 'sashimi'\]\. Did you mean 'pizza'\?"):
@@ -156,7 +156,7 @@ def test_unknown_class_lists_the_available_ones(prefect_server, tiny_archive, tm
 
 
 def test_archive_with_one_class_is_refused(prefect_server, tmp_path):
-    from flows.retrain import retrain
+    from tuneflow.flows.retrain import retrain
     from tuneflow.sample import write_sample_dataset
 
     one_class = write_sample_dataset(tmp_path / "one.zip", images_per_class=4, image_size=32, classes=("pizza",))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fetch import DATASET_PROGRESS_KEY
+from tuneflow.tasks.fetch import DATASET_PROGRESS_KEY
 from tests.drive_fixtures import (  # noqa: F401 (fixtures)
     TestKey,
     drive_emulator,
@@ -66,8 +66,8 @@ def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
 
     from prefect import flow
 
-    from flows.retrain import retrain
-    from tasks.fetch import fetch_dataset, fetch_weights
+    from tuneflow.flows.retrain import retrain
+    from tuneflow.tasks.fetch import fetch_dataset, fetch_weights
 
     file_id = drive_emulator.add_file("dataset.zip", tiny_archive)
     weights_id = drive_emulator.add_file(
@@ -122,7 +122,7 @@ def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
 def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_key: TestKey, tmp_path):
     from prefect.blocks.system import Secret
 
-    from tasks.fetch import download_from_drive, load_drive_key
+    from tuneflow.tasks.fetch import download_from_drive, load_drive_key
     from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, service_account_info
 
     Secret(value=service_account_info(test_key, drive_emulator.token_uri)).save("drive-key-for-tests", overwrite=True)
@@ -135,7 +135,7 @@ def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_ke
 
 
 def test_a_missing_secret_block_says_how_to_create_it(prefect_server):
-    from tasks.fetch import load_drive_key
+    from tuneflow.tasks.fetch import load_drive_key
     from tuneflow.drive import DriveCredentialsError
 
     with pytest.raises(DriveCredentialsError, match="'no-such-block' could not be loaded"):

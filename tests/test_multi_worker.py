@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.train import TrainedModel, TrainingFailed, describe_event, run_training_process
+from tuneflow.tasks.train import TrainedModel, TrainingFailed, describe_event, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
 from tuneflow.model import build_classifier, load_classifier

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluate import EvalResult, predict_folder_split
-from tasks.promote import BASELINE_PREDICTIONS_FILE, promote_trained_model
+from tuneflow.tasks.evaluate import EvalResult, predict_folder_split
+from tuneflow.tasks.promote import BASELINE_PREDICTIONS_FILE, promote_trained_model
 from tests.records import training_record
 from tuneflow.config import PromotionSettings
 from tuneflow.model import CLASSES_FILE, MODEL_FILE

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.evaluate import EvalResult, write_metrics
-from tasks.fetch import FetchedArchive, md5_of_file
-from tasks.prepare import prepare_dataset
-from tasks.report import (
+from tuneflow.tasks.evaluate import EvalResult, write_metrics
+from tuneflow.tasks.fetch import FetchedArchive, md5_of_file
+from tuneflow.tasks.prepare import prepare_dataset
+from tuneflow.tasks.report import (
     HTML_LINK_ARTIFACT_KEY,
     PER_CLASS_ARTIFACT_KEY,
     SUMMARY_ARTIFACT_KEY,
@@ -28,7 +28,7 @@ from tasks.report import (
     select_mistakes,
     write_run_report,
 )
-from tasks.train import list_split
+from tuneflow.tasks.train import list_split
 from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions

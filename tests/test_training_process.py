@@ -8,7 +8,7 @@ import signal
 import pandas as pd
 import pytest
 
-from tasks.train import TrainingFailed, run_training_process
+from tuneflow.tasks.train import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
 from tuneflow.model import load_classifier
@@ -39,7 +39,7 @@ def test_killed_training_resumes_from_its_last_epoch(tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_timeout_stops_the_training_process(prefect_server, tiny_archive, tmp_path):
-    from flows.retrain import retrain
+    from tuneflow.flows.retrain import retrain
     from tuneflow.config import RetrainConfig
 
     config = RetrainConfig(

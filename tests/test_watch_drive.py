@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flows.watch_drive import SeenRevision, WatchDriveConfig, decide, upload_event, upload_event_id
+from tuneflow.flows.watch_drive import SeenRevision, WatchDriveConfig, decide, upload_event, upload_event_id
 from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
 from tuneflow.config import DriveSettings
 from tuneflow.drive import DriveFile
@@ -63,7 +63,7 @@ def test_config_takes_links_and_needs_exactly_one_target():
 def test_ticks_against_the_emulator(prefect_server, drive_emulator, key_file, tiny_archive):
     from prefect.variables import Variable
 
-    from flows.watch_drive import watch_drive
+    from tuneflow.flows.watch_drive import watch_drive
 
     folder = drive_emulator.add_folder("datasets")
     first = drive_emulator.add_file("dataset.zip", tiny_archive, parents=[folder])
@@ -98,7 +98,7 @@ def test_ticks_against_the_emulator(prefect_server, drive_emulator, key_file, ti
 
 @pytest.mark.slow
 def test_an_unshared_file_fails_the_tick_with_the_reason(prefect_server, drive_emulator, key_file, tiny_archive):
-    from flows.watch_drive import watch_drive
+    from tuneflow.flows.watch_drive import watch_drive
     from tuneflow.drive import DriveAccessError
 
     hidden = drive_emulator.add_file("dataset.zip", tiny_archive, readers={"someone-else@example.com"})

@@ -89,7 +89,7 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 def run_retrain(config: RetrainConfig):
-    from flows.retrain import retrain  # imports TensorFlow and Prefect: only when a run is asked for
+    from tuneflow.flows.retrain import retrain  # imports TensorFlow and Prefect: only when a run is asked for
 
     return retrain(config)
 
@@ -177,7 +177,7 @@ def command_sample(options: argparse.Namespace) -> int:
 
 
 def command_demo(options: argparse.Namespace) -> int:
-    from tasks.fetch import WeightsUnavailableError, download_imagenet_weights
+    from tuneflow.tasks.fetch import WeightsUnavailableError, download_imagenet_weights
     from tuneflow.sample import write_sample_dataset
 
     started = time.perf_counter()

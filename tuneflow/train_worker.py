@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tasks.prepare import PreparedDataset
+from tuneflow.tasks.prepare import PreparedDataset
 from tuneflow.config import TrainingSettings
 
 PARENT_CHECK_SECONDS = 2.0

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 from pydantic import BaseModel
 
-from tasks.prepare import PreparedDataset
+from tuneflow.tasks.prepare import PreparedDataset
 from tuneflow.config import TrainingSettings
 from tuneflow.model import build_classifier, decode_image, save_classifier
 

@@ -26,6 +26,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
+from tuneflow.child_process import child_environment, python_module_command
 from tuneflow.dataset.images import inspect_image
 
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then name and extra-field lengths at offset 26
@@ -34,7 +35,6 @@ LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 PARALLEL_MIN_FILES = 1000
 MAX_WORKERS = 8  # past this the disk, not the CPU, is the limit
 BATCHES_PER_WORKER = 8  # small enough batches that a worker slowed by other load does not hold up the end
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Job(NamedTuple):
@@ -178,8 +178,8 @@ def run_in_workers(
 
     This process starts at once, while the helpers are still starting (about 0.3 s each).
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", "tuneflow.dataset.extract"]
+    env = child_environment()
+    command = python_module_command("tuneflow.dataset.extract")
     pending = iter(batches)
     taking = threading.Lock()
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test chromium bench clean-runs stack stack-down
+.PHONY: install demo test field-check chromium bench clean-runs stack stack-down
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +15,21 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 # Generate the sample dataset and run the retrain flow on it end to end.
+DEMO_DATA_ROOT ?= data
 demo: $(INSTALLED)
-	$(BIN)/tuneflow demo
+	$(BIN)/tuneflow demo --data-root $(DEMO_DATA_ROOT)
 
 # Install what the tests need and run them all (the slow ones too), a file per worker process: most of a
 # test's time is tracing ResNet50, one core's work, so two workers nearly halve the wall time on two cores.
 # Files go out in collection order (tests/conftest.py puts the longest first), not xdist's most-tests-first.
+# Then the field check: the wheel installed in a fresh environment outside the checkout, run as a user would.
 TEST_WORKERS ?= 2
 test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	PYTHON=$(PYTHON) UV=$(BIN)/uv scripts/field_check.sh
+
+field-check: $(INSTALLED)
+	PYTHON=$(PYTHON) UV=$(BIN)/uv scripts/field_check.sh
 
 # The HTML report is tested in a real headless Chromium driven through chromedriver: Debian/Ubuntu packages,
 # installed here when missing (CI runs as root; elsewhere through sudo).

@@ -49,7 +49,7 @@ def retrain(
     that file, and say so if Drive has moved on to a newer revision since the sensor saw it.
     """
     config = for_drive_upload(config, drive_file_id)
-    run_dir = open_run_dir(config.data_root, config.resume_run_id)
+    run_dir = open_run_dir(config.data_root, config.resume_run_id, config.allow_ephemeral_data_root)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
 
     archive = fetch_dataset(config.source, config.drive, config.data_root)

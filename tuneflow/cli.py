@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from tuneflow.config import DataSettings, DriveSettings, PromotionSettings, RetrainConfig, TrainingSettings
+from tuneflow.storage import DATA_ROOT_VARIABLE, default_data_root
 
 DEMO_DATA_ROOT = Path("data")
 DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
@@ -21,6 +23,10 @@ DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
 DEMO_SAMPLE = {"images_per_class": 40, "image_size": 96}
 DEMO_TRAINING = {"image_size": 48, "batch_size": 16, "epochs": 5}
 DEMO_PRETRAINED_TRAINING = {"image_size": 96, "batch_size": 16, "epochs": 3, "fine_tune_epochs": 2}
+
+# A first start of Prefect's temporary server creates its database; no machine of ours took a minute.
+PREFECT_FIRST_START_TIMEOUT_S = 300
+PREFECT_START_NOTICE_EVERY_S = 15
 
 # `tuneflow predict current ...`: the model in use, DATA_ROOT/models/current.
 CURRENT_MODEL = "current"
@@ -47,7 +53,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         for name, field in model.model_fields.items():
             if section is None and name in NESTED_FIELDS:
                 continue
-            default = field.default if field.default is not None else ("all" if name == "classes" else "unset")
+            default = field.get_default(call_default_factory=True)
+            default = default if default is not None else ("all" if name == "classes" else "unset")
             if isinstance(default, list):
                 default = ",".join(default)
             suffix = " (comma-separated)" if name == "classes" else ""
@@ -88,7 +95,60 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid settings:\n" + "\n".join(lines)
 
 
+def start_prefect_api() -> None:
+    """Give flow runs a Prefect API before any heavy work starts, waiting as long as a first start takes.
+
+    With no PREFECT_API_URL, Prefect starts a temporary server for the first flow run and gives it
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (20 s) to answer. On a machine where Prefect has never run,
+    that start also creates and migrates the SQLite database under PREFECT_HOME: 8 s on an idle 2-core machine,
+    16 s with both cores busy (measured), more on slower CPUs, so a first `tuneflow demo` died with "Timed out
+    while attempting to connect to ephemeral Prefect API server". Started here, before TensorFlow is imported and
+    the sample drawn (which would compete with it for the CPU), with minutes to answer and a line saying what it
+    waits for; the flow run then uses this same server.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance Prefect's client takes for its ephemeral server
+    timeout_s = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), PREFECT_FIRST_START_TIMEOUT_S)
+    database_exists = any(Path(PREFECT_HOME.value()).glob("*.db"))
+    print(
+        "tuneflow: PREFECT_API_URL is not set, so starting a temporary Prefect server for this run"
+        + ("" if database_exists else f" (first start: creating its database in {PREFECT_HOME.value()})")
+        + " ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    failure: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            server.start(timeout=timeout_s)
+        except BaseException as error:  # re-raised below, in the main thread
+            failure.append(error)
+
+    starting = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    started = time.monotonic()
+    starting.start()
+    while starting.is_alive():
+        starting.join(PREFECT_START_NOTICE_EVERY_S)
+        if starting.is_alive():
+            print(f"tuneflow: still waiting for the Prefect server to answer ({time.monotonic() - started:.0f} s, "
+                  f"giving it up to {timeout_s} s)", file=sys.stderr, flush=True)
+    if failure:
+        raise RuntimeError(
+            f"the temporary Prefect server did not start within {timeout_s} s ({failure[0]}). Start a server "
+            "yourself (`prefect server start`, or `make stack`) and set PREFECT_API_URL, or raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+        ) from failure[0]
+    print(f"tuneflow: Prefect server ready after {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+
 def run_retrain(config: RetrainConfig):
+    start_prefect_api()
     from tuneflow.flows.retrain import retrain  # imports TensorFlow and Prefect: only when a run is asked for
 
     return retrain(config)
@@ -181,6 +241,7 @@ def command_demo(options: argparse.Namespace) -> int:
     from tuneflow.sample import write_sample_dataset
 
     started = time.perf_counter()
+    start_prefect_api()  # first, while nothing else needs the CPU
     data_root = Path(options.data_root)
     archive = write_sample_dataset(data_root / "sample" / "dataset.zip", **DEMO_SAMPLE)
     print(f"demo: generated the sample dataset {archive}")
@@ -256,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", metavar="IMAGES", help="a JPEG, PNG, GIF or BMP file, a folder of them or a .zip")
     predict.add_argument("--output", "-o", metavar="CSV", help="write the CSV here instead of stdout (folders, zips)")
-    predict.add_argument("--data-root", default=str(DEMO_DATA_ROOT),
-                         help=f"where `{CURRENT_MODEL}` is looked up. Default: {DEMO_DATA_ROOT}.")
+    predict.add_argument("--data-root", default=str(default_data_root()),
+                         help=f"where `{CURRENT_MODEL}` is looked up. Default: ${DATA_ROOT_VARIABLE} when set, else data.")
     predict.set_defaults(handler=command_predict)
 
     sample = commands.add_parser(

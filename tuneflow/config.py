@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneflow.sources import ACCEPTED_SOURCES_TEXT, parse_drive_source
+from tuneflow.storage import DATA_ROOT_VARIABLE, default_data_root
 
 # Keras refuses smaller inputs for ResNet50 without its top: five stride-2 stages need at least 32 px.
 RESNET50_MIN_IMAGE_SIZE = 32
@@ -355,9 +356,16 @@ class RetrainConfig(BaseModel):
         default_factory=DriveSettings, description="How Google Drive sources and weights are fetched."
     )
     data_root: Path = Field(
-        Path("data"),
+        default_factory=default_data_root,
         description="Folder under which each run writes runs/<run id>/, model versions are kept (models/<version>/, "
-        "models/current) and Drive downloads are cached (cache/drive/<file id>/<md5>/); nothing is written elsewhere.",
+        "models/current) and Drive downloads are cached (cache/drive/<file id>/<md5>/); nothing is written elsewhere. "
+        f"It must outlive the worker: on a container, a mounted volume. Default: ${DATA_ROOT_VARIABLE} when set "
+        "(read where the run executes), else `data` in the working folder.",
+    )
+    allow_ephemeral_data_root: bool = Field(
+        False,
+        description="Run even though data_root is inside a container's own filesystem, which is discarded with the "
+        "container, taking every model version with it. Off: such a run fails before any work starts.",
     )
     resume_run_id: str | None = Field(
         None,

@@ -6,6 +6,8 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tuneflow.storage import check_data_root_persists
+
 RUNS_FOLDER = "runs"
 
 
@@ -27,8 +29,9 @@ def create_run_dir(data_root: Path) -> Path:
             continue
 
 
-def open_run_dir(data_root: Path, resume_run_id: str | None) -> Path:
-    """The folder of an interrupted run to continue, or a fresh one."""
+def open_run_dir(data_root: Path, resume_run_id: str | None, allow_ephemeral_data_root: bool = False) -> Path:
+    """The folder of an interrupted run to continue, or a fresh one, under a data_root that will outlive the run."""
+    check_data_root_persists(data_root, allow_ephemeral_data_root)
     if resume_run_id is None:
         return create_run_dir(data_root)
     run_dir = Path(data_root) / RUNS_FOLDER / resume_run_id

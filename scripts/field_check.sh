@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The product as a user gets it, after the test suite (`make test` runs this; `make field-check` alone):
+#   1. build the wheel and install it into a new virtual environment outside the checkout;
+#   2. from a folder that is not the checkout, with an empty PREFECT_HOME, run what a user runs first:
+#      tuneflow --help, sample, a tiny retrain (random weights, 32 px, 1 epoch), predict on one of its validation
+#      photos, gpu-check, and load both deployments' entrypoints as a worker would;
+#   3. run the README's demo command (`make demo`) with an empty PREFECT_HOME.
+# Tests run the checkout through an editable install; only this catches a wheel that lacks a module, a command
+# that needs the checkout's folder, or a first start of Prefect that times out.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/tuneflow-field-check.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+passed=0
+failed=0
+
+started=$SECONDS
+step() { echo; echo "field-check: [$((SECONDS - started)) s] $*"; }
+ok() { passed=$((passed + 1)); echo "field-check: ok - $*"; }
+fail() {
+  failed=$((failed + 1))
+  echo "field-check: FAILED - $*" >&2
+  echo "field-check: $passed passed, $failed failed"
+  exit 1
+}
+# Run a command, keep its output in $WORK/logs/NAME.log, show the log if it fails.
+run() {
+  local name=$1; shift
+  if ! "$@" >"$WORK/logs/$name.log" 2>&1; then
+    tail -n 40 "$WORK/logs/$name.log" >&2
+    fail "$name: \`$*\` exited non-zero (log above)"
+  fi
+}
+mkdir -p "$WORK/logs" "$WORK/user"
+
+step "building the wheel from $ROOT"
+run wheel "$PYTHON" -m pip wheel --quiet --no-deps -w "$WORK/dist" "$ROOT"
+wheel=$(ls "$WORK"/dist/tuneflow-*.whl)
+ok "built $(basename "$wheel")"
+
+# uv resolves and installs the wheel's dependencies from the same registry as pip, from its cache in seconds where
+# pip takes minutes to unpack TensorFlow again (the test extra installs it; UV names it).
+UV="${UV:-uv}"
+command -v "$UV" >/dev/null || fail "uv is needed to install the wheel quickly: pip install uv, or set UV=/path/to/uv"
+step "installing it into a new virtual environment ($WORK/venv) with $("$UV" --version)"
+run venv "$UV" venv --quiet --python "$PYTHON" "$WORK/venv"
+run install "$UV" pip install --quiet --python "$WORK/venv/bin/python" "$wheel"
+TUNEFLOW="$WORK/venv/bin/tuneflow"
+
+# From here on: a user's folder, an empty Prefect home, the installed commands only.
+cd "$WORK/user"
+location=$("$WORK/venv/bin/python" -c 'import tuneflow; print(tuneflow.__file__)')
+[[ "$location" == "$WORK/venv/"* ]] || fail "tuneflow imports from $location, not from the installed wheel"
+ok "installed; tuneflow imports from $location"
+export PREFECT_HOME="$WORK/prefect-home" KERAS_HOME="$WORK/keras" PREFECT_SERVER_ANALYTICS_ENABLED=false
+export TF_CPP_MIN_LOG_LEVEL=2 NO_PROXY=127.0.0.1,localhost
+unset PREFECT_API_URL TUNEFLOW_DATA_ROOT PYTHONPATH
+
+step "tuneflow --help"
+run help "$TUNEFLOW" --help
+grep -q "retrain" "$WORK/logs/help.log" || fail "tuneflow --help does not list retrain"
+ok "tuneflow --help"
+
+step "tuneflow sample"
+run sample "$TUNEFLOW" sample dataset.zip --images-per-class 10 --image-size 48
+[[ -s dataset.zip ]] || fail "tuneflow sample wrote no dataset.zip"
+ok "$(tail -n 1 "$WORK/logs/sample.log")"
+
+step "tuneflow retrain (random weights, 32 px, 1 epoch) with an empty PREFECT_HOME"
+run retrain "$TUNEFLOW" retrain --source dataset.zip --weights none --image-size 32 --batch-size 8 --epochs 1 \
+  --data-root data
+grep -q "^validation accuracy" "$WORK/logs/retrain.log" || fail "retrain printed no validation accuracy"
+[[ -L data/models/current ]] || fail "retrain left no data/models/current"
+ok "$(grep "^validation accuracy" "$WORK/logs/retrain.log")"
+
+step "tuneflow predict current on one of its validation photos"
+photo=$(find data/runs/*/dataset/val -type f | sort | head -n 1)
+[[ -n "$photo" ]] || fail "the run has no validation photos under data/runs/*/dataset/val"
+run predict "$TUNEFLOW" predict current "$photo" --data-root data
+grep -q "^\[('" "$WORK/logs/predict.log" || fail "predict printed no class probabilities"
+ok "predict $(basename "$photo"): $(grep "^\[('" "$WORK/logs/predict.log" | cut -c1-80)..."
+
+step "tuneflow gpu-check (the training code path, 1 step)"
+run gpu-check "$TUNEFLOW" gpu-check --image-size 32 --batch-size 4 --steps 1
+ok "gpu-check"
+
+step "the deployments' entrypoints load from the installed package"
+run entrypoints "$WORK/venv/bin/python" -c '
+from prefect.flows import load_flow_from_entrypoint
+for entrypoint in ("tuneflow.flows.retrain.retrain", "tuneflow.flows.watch_drive.watch_drive"):
+    print(entrypoint, "->", load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False).name)
+'
+ok "$(grep -- "->" "$WORK/logs/entrypoints.log" | tr '\n' ' ')"
+
+step "the README's demo command, make demo, with an empty PREFECT_HOME"
+export PREFECT_HOME="$WORK/prefect-home-demo"
+run demo make -C "$ROOT" demo DEMO_DATA_ROOT="$WORK/demo-data"
+grep -q "^demo: validation accuracy" "$WORK/logs/demo.log" || fail "make demo printed no validation accuracy"
+tail -n 6 "$WORK/logs/demo.log"
+ok "make demo"
+
+echo
+echo "field-check: $passed passed, $failed failed"

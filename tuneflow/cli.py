@@ -202,8 +202,7 @@ def command_predict(options: argparse.Namespace) -> int:
         return 2
     predictions, listing = predict_target(model, classes, target)
     for skipped in predictions.unreadable:
-        print(f"tuneflow predict: cannot read {skipped.name!r} as an image (JPEG, PNG, GIF or BMP): {skipped.reason}",
-              file=sys.stderr)
+        print(f"tuneflow predict: cannot read {skipped.name!r} as an image: {skipped.reason}", file=sys.stderr)
     if listing.ignored:
         shown = ", ".join(listing.ignored[:5]) + (", ..." if len(listing.ignored) > 5 else "")
         print(f"tuneflow predict: ignored {len(listing.ignored)} files that are not images: {shown}", file=sys.stderr)
@@ -306,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="class probabilities for an image (sorted list) or a folder/zip of images (CSV)",
         description="For one image, print its class probabilities sorted high to low, as the reference notebook "
         "did. For a folder (searched recursively) or a zip, write one CSV row per image: path, predicted_class, "
-        "confidence, the top classes and every class probability. Images that cannot be read are listed on "
-        "stderr and skipped.",
+        "confidence, the top classes and every class probability. Each image is read as training reads the "
+        "photos of a dataset.zip: turned upright per its EXIF orientation and converted to RGB (grayscale, CMYK, "
+        "16-bit, transparent). Images that cannot be read (HEIC, RAW, damaged files) are listed on stderr with "
+        "the reason and skipped.",
     )
     predict.add_argument(
         "model",
@@ -315,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"`{CURRENT_MODEL}` (the model in use, DATA_ROOT/models/current), a model version folder "
         "(data/models/<version>) or a run folder (data/runs/<run id>)",
     )
-    predict.add_argument("images", metavar="IMAGES", help="a JPEG, PNG, GIF or BMP file, a folder of them or a .zip")
+    predict.add_argument("images", metavar="IMAGES", help="a JPEG, PNG, WebP, AVIF, TIFF, GIF or BMP file, a folder "
+                         "of them or a .zip")
     predict.add_argument("--output", "-o", metavar="CSV", help="write the CSV here instead of stdout (folders, zips)")
     predict.add_argument("--data-root", default=str(default_data_root()),
                          help=f"where `{CURRENT_MODEL}` is looked up. Default: ${DATA_ROOT_VARIABLE} when set, else data.")

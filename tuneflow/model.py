@@ -1,7 +1,9 @@
 """The classifier: ResNet50 with its preprocessing inside, a small head, and the one image loader everything uses.
 
 Training, evaluation and `tuneflow predict` all read images through `decode_image`, and the saved model
-preprocesses its own input, so a prediction can never be preprocessed differently from training.
+preprocesses its own input, so a prediction can never be preprocessed differently from training. `decode_image`
+takes the RGB JPEGs and PNGs preparation writes; `tuneflow.predict` puts a raw photo through preparation's check
+(EXIF orientation, format and colour conversion) before it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
-"""Predict many images in batches: one image, a folder (recursively) or a zip, through the training image loader.
+"""Predict many images in batches: one image, a folder (recursively) or a zip, read as training reads them.
 
-Evaluation and `tuneflow predict` both come through here, so a photo gets the same probabilities from the CLI as
-in `predictions.csv`. An image that cannot be decoded is reported with its reason and the rest carry on.
+A photo reaches training through preparation (`inspect_image`: turned upright per its EXIF orientation, converted
+to an RGB JPEG or PNG when TensorFlow would not decode it as it is) and then `decode_image`. Every file predicted
+here takes the same two steps, so a phone photo taken in portrait, a WebP or a CMYK JPEG gets the probabilities
+its prepared copy would get. Evaluation and `tuneflow predict` both come through here, so a photo gets the same
+probabilities from the CLI as in `predictions.csv`. An image that cannot be read is reported with its reason (the
+one preparation would skip it for) and the rest carry on.
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tuneflow.dataset.archive import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES, suffix_of, unsupported_format
+from tuneflow.dataset.images import inspect_image
 from tuneflow.metrics import predictions_table
 from tuneflow.model import decode_image, predict_probabilities
 
-# What tf.io.decode_image reads; other files in a folder or zip are counted as ignored, not tried.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# A folder or zip is read as preparation reads a dataset.zip: files with these suffixes are tried (the photo
+# formats preparation cannot read are named with the fix); every other file is counted as ignored, not tried.
+LISTED_SUFFIXES = IMAGE_SUFFIXES | frozenset(UNSUPPORTED_IMAGE_SUFFIXES)
+# Any picture can be predicted: min_image_size only keeps tiny files out of training.
+PREDICT_MIN_SIDE = 1
 # Images decoded and predicted per model.predict() call: bounds memory (256 x 224 x 224 x 3 bytes = 38 MB).
 PREDICT_CHUNK = 256
 
@@ -61,7 +70,7 @@ def list_images(target: Path) -> ImageListing:
     if target.is_dir():
         files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
         files = [name for name in files if not _is_hidden_or_noise(PurePosixPath(name).parts)]
-    elif zipfile.is_zipfile(target) and target.suffix.lower() not in IMAGE_SUFFIXES:
+    elif zipfile.is_zipfile(target) and suffix_of(target.name) not in IMAGE_SUFFIXES:
         with zipfile.ZipFile(target) as archive:
             files = [
                 info.filename
@@ -70,7 +79,7 @@ def list_images(target: Path) -> ImageListing:
             ]
     else:
         return ImageListing(names=[str(target)])
-    is_image = [PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES for name in files]
+    is_image = [suffix_of(PurePosixPath(name).name) in LISTED_SUFFIXES for name in files]
     return ImageListing(
         names=[name for name, image in zip(files, is_image) if image],
         ignored=[name for name, image in zip(files, is_image) if not image],
@@ -101,12 +110,21 @@ def read_encoded(target: Path, names: list[str]) -> Iterator[tuple[str, bytes | 
 
 
 def decode_or_reason(encoded: bytes, image_size: int) -> np.ndarray | str:
-    """The decoded uint8 image, or why it could not be decoded."""
+    """The decoded uint8 image, through preparation's check and then the training decoder, or why it cannot be.
+
+    A plain RGB JPEG or PNG (every prepared file) is checked from its header and end and decoded as it is, so
+    evaluation decodes exactly the bytes training did; anything else is turned upright and converted first.
+    """
     if not encoded:
         return "the file is empty"
+    seen = inspect_image(encoded, PREDICT_MIN_SIDE)
+    if seen.reason is not None:
+        return seen.detail
+    if seen.converted is not None:
+        encoded = seen.converted
     try:
         return decode_image(tf.constant(encoded), image_size).numpy()
-    except tf.errors.OpError as error:  # TensorFlow says InvalidArgumentError for a file that is no image
+    except tf.errors.OpError as error:  # rare after inspect_image; then TensorFlow's own reason is the best one
         # Keep TensorFlow's sentence, drop its "{{function_node ...}}" prefix and "[Op:DecodeImage]" suffix.
         message = re.sub(r"\{\{.*?\}\}\s*", "", error.message.splitlines()[0])
         return re.sub(r"\s*\[Op:.*$", "", message).strip()
@@ -131,7 +149,10 @@ def predict_encoded(
             batch_images.clear()
 
     for name, encoded in items:
-        image = encoded if isinstance(encoded, OSError) else decode_or_reason(encoded, image_size)
+        if isinstance(encoded, OSError):
+            image: np.ndarray | str | OSError = encoded
+        else:  # a HEIC or RAW photo is named as such, as preparation names it, not as a file of unknown bytes
+            image = unsupported_format(suffix_of(PurePosixPath(name).name)) or decode_or_reason(encoded, image_size)
         if isinstance(image, (str, OSError)):
             unreadable.append(Unreadable(name, str(image)))
             continue

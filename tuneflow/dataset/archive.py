@@ -194,15 +194,9 @@ def scan_archive(archive: zipfile.ZipFile, settings: DataSettings) -> Catalog:
             passed_over.append(PassedOver(member, "ignored", "noise", noise))
             continue
         suffix = suffix_of(parts[-1])
-        if suffix in UNSUPPORTED_IMAGE_SUFFIXES and suffix not in IMAGE_SUFFIXES:
-            passed_over.append(
-                PassedOver(
-                    member,
-                    "skipped",
-                    "unsupported-format",
-                    f"{UNSUPPORTED_IMAGE_SUFFIXES[suffix]} images cannot be read; export them as JPEG",
-                )
-            )
+        unsupported = unsupported_format(suffix)
+        if unsupported:
+            passed_over.append(PassedOver(member, "skipped", "unsupported-format", unsupported))
             continue
         if suffix not in IMAGE_SUFFIXES:
             kind = f"'{suffix}' file" if suffix else "file without an extension"
@@ -274,6 +268,13 @@ def suffix_of(file_name: str) -> str:
     """'.jpg' for 'IMG_1.JPG'; '' without a dot (pathlib's rule, without pathlib's cost on 100k names)."""
     dot = file_name.rfind(".")
     return file_name[dot:].lower() if dot > 0 else ""
+
+
+def unsupported_format(suffix: str) -> str | None:
+    """Why a photo with this suffix cannot be read, with the fix, for the formats Pillow cannot open; else None."""
+    if suffix in UNSUPPORTED_IMAGE_SUFFIXES and suffix not in IMAGE_SUFFIXES:
+        return f"{UNSUPPORTED_IMAGE_SUFFIXES[suffix]} images cannot be read; export them as JPEG"
+    return None
 
 
 def describe_noise(parts: tuple[str, ...]) -> str | None:

@@ -1,4 +1,4 @@
-"""The wheel users install holds every module of the source tree, under the tuneflow package only."""
+"""The wheel users install holds every module and template of the source tree, under the tuneflow package only."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def build_wheel(out: Path) -> Path:
     return wheel
 
 
-def test_the_wheel_holds_every_module_and_no_generic_top_level_package(tmp_path):
+def test_the_wheel_holds_every_module_and_template_and_no_generic_top_level_package(tmp_path):
     wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -35,5 +35,10 @@ def test_the_wheel_holds_every_module_and_no_generic_top_level_package(tmp_path)
     missing = sorted(expected - names)
     assert not missing, f"the wheel lacks {missing}: list the package in pyproject.toml [tool.setuptools] packages"
     assert "tuneflow/dataset/split.py" in names
+    templates = {f"tuneflow/{path.relative_to(REPO / 'tuneflow').as_posix()}"
+                 for path in (REPO / "tuneflow" / "templates").rglob("*") if path.is_file()}
+    assert "tuneflow/templates/report.html.j2" in templates
+    missing = sorted(templates - names)
+    assert not missing, f"the wheel lacks {missing}: list them in pyproject.toml [tool.setuptools.package-data]"
     top_level = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}
     assert top_level == {"tuneflow"}, f"the wheel installs top-level packages besides tuneflow: {sorted(top_level)}"

@@ -7,9 +7,12 @@ same functions the flow's report task calls, so every section has something in i
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
 from tuneflow.promotion import Baseline, PromotionDecision, decide_promotion
-from tuneflow.sample import SAMPLE_CLASSES, write_sample_dataset
+from tuneflow.sample import SAMPLE_CLASSES, draw_dish, write_sample_dataset
 
 RUN_ID = "20250101-060000-abc123"
 IN_USE = "20241201-060000-def456"
@@ -63,11 +66,8 @@ def two_phase_history() -> pd.DataFrame:
     })
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def build_run(root: Path, archive_path: Path) -> dict:
     """A run folder holding everything the report step reads, and the report it writes."""
-    root = tmp_path_factory.mktemp("report")
-    archive_path = write_sample_dataset(root / "dataset.zip", images_per_class=20, image_size=64)
     run_dir = root / "runs" / RUN_ID
     run_dir.mkdir(parents=True)
     dataset = prepare_dataset(archive_path, run_dir / "dataset", DataSettings(val_fraction=0.4), seed=3)
@@ -99,6 +99,38 @@ def run(tmp_path_factory):
     files = write_run_report(content, run_dir)
     return {"content": content, "files": files, "metrics": metrics, "predictions": predictions,
             "decision": decision, "run_dir": run_dir}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    return build_run(root, write_sample_dataset(root / "dataset.zip", images_per_class=20, image_size=64))
+
+
+# Names an archive may carry: markup in a class folder and in file names, and a class in Japanese.
+MARKUP_CLASS = "<img src=x onerror=alert(1)>"
+JAPANESE_CLASS = "ラーメン"
+SCRIPT_FILE = "<script>alert({}).jpg"  # no "</script>": a slash would make it a folder
+
+
+def write_hostile_dataset(destination: Path, images_per_class: int = 10, image_size: int = 64) -> Path:
+    """dataset.zip in the class-folder layout, with sample drawings under names that would be markup if unescaped."""
+    folders = {"apple_pie": "apple_pie", "pizza": MARKUP_CLASS, "sashimi": JAPANESE_CLASS}
+    with zipfile.ZipFile(destination, "w") as archive:
+        for drawing, folder in folders.items():
+            rng = random.Random(drawing)
+            for i in range(images_per_class):
+                name = SCRIPT_FILE.format(i) if folder == JAPANESE_CLASS else f"{i}.jpg"
+                buffer = io.BytesIO()
+                draw_dish(drawing, rng, image_size).save(buffer, "JPEG")
+                archive.writestr(f"{folder}/{name}", buffer.getvalue())
+    return destination
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile-report")
+    return build_run(root, write_hostile_dataset(root / "dataset.zip"))
 
 
 def test_report_files_are_written(run):
@@ -258,3 +290,26 @@ def test_report_opens_in_chromium_with_every_image_loaded(run, browser, tmp_path
     browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes().startswith(b"\x89PNG")
     print(f"screenshot: {screenshot}")
+
+
+# Matplotlib's default font has no Japanese glyphs: the figures show boxes for ラーメン, the page shows the name.
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+def test_names_from_the_archive_show_as_text_never_as_markup(hostile_run, browser):
+    html = hostile_run["files"].html.read_text(encoding="utf-8")
+    classes = hostile_run["metrics"].classes
+    assert MARKUP_CLASS in classes and JAPANESE_CLASS in classes
+    assert "<script" not in html and "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;script&gt;alert(" in html
+    assert JAPANESE_CLASS in html  # as is, not as &#...; entities
+
+    browser.get(hostile_run["files"].html.resolve().as_uri())
+    assert browser.execute_script("return document.scripts.length") == 0
+    sources = browser.execute_script("return Array.from(document.images).map(i => i.getAttribute('src'))")
+    assert sources and all(s.startswith("data:image/") for s in sources), "an image element came from a name"
+    table_classes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('table.metrics tbody tr:not(.total) td:first-child'))"
+        ".map(td => td.textContent)"
+    )
+    assert table_classes == classes
+    photos = browser.execute_script("return Array.from(document.querySelectorAll('figure.thumb')).map(f => f.title)")
+    assert any(JAPANESE_CLASS in p and "<script>alert(" in p for p in photos), photos

@@ -51,7 +51,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/prepare_bench.py
 
 # A local Prefect server, the gpu and cpu work pools, the deployments of prefect.yaml and a worker per pool;
-# prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See README, Operations.
+# prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See docs/operations.md.
 stack: $(INSTALLED)
 	BIN=$(BIN) scripts/stack.sh up
 

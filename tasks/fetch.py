@@ -101,7 +101,7 @@ def load_drive_key(settings: DriveSettings) -> ServiceAccountKey:
         except ValueError as error:  # Prefect's "Unable to find block document named ..."
             raise DriveCredentialsError(
                 f"Prefect Secret block {settings.key_secret_block!r} could not be loaded ({error}); create it "
-                "with the service-account key's JSON as its value (see README, Google Drive) or set "
+                "with the service-account key's JSON as its value (see docs/drive.md) or set "
                 "drive.key_file instead"
             ) from None
         origin = f"Prefect Secret block {settings.key_secret_block!r}"

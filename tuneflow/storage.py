@@ -84,9 +84,9 @@ def ephemeral_data_root_problem(
         "discarded when the container ends, and with it every model version and models/current, so each run would "
         "promote itself as the first model. Mount persistent storage and point data_root at it: "
         f"`docker run -v /srv/tuneflow:/data -e {DATA_ROOT_VARIABLE}=/data ...`, or a Kubernetes "
-        f"PersistentVolumeClaim mounted at /data with {DATA_ROOT_VARIABLE}=/data in the pod's env (README, "
-        "Operations). If losing everything at the end of the container is really what you want (a one-off test), "
-        "set allow_ephemeral_data_root (--allow-ephemeral-data-root)."
+        f"PersistentVolumeClaim mounted at /data with {DATA_ROOT_VARIABLE}=/data in the pod's env "
+        "(docs/operations.md). If losing everything at the end of the container is really what you want (a one-off "
+        "test), set allow_ephemeral_data_root (--allow-ephemeral-data-root)."
     )
 
 

@@ -8,7 +8,6 @@ network edge, the only tasks that retry, and only for failures that may pass (ra
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import zipfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
+from tuneflow.checksums import md5_of_file
 from tuneflow.config import DriveSettings
 from tuneflow.dataset.archive import describe_non_zip
 from tuneflow.drive import (
@@ -36,7 +36,6 @@ from tuneflow.drive import (
 )
 from tuneflow.sources import parse_drive_source
 
-HASH_CHUNK_BYTES = 4 * 1024 * 1024
 DRIVE_CACHE_FOLDER = "cache"
 DATASET_PROGRESS_KEY = "drive-dataset-download"
 WEIGHTS_PROGRESS_KEY = "drive-weights-download"
@@ -54,14 +53,6 @@ class FetchedArchive(BaseModel):
     size_bytes: int
     drive_file_id: str | None = None
     drive_revision: str | None = None
-
-
-def md5_of_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def locate_local_archive(source: str) -> FetchedArchive:

@@ -43,6 +43,7 @@ from pydrive2.auth import GoogleAuth, RefreshError
 from pydrive2.drive import GoogleDrive
 from pydrive2.files import ApiRequestError
 
+from tuneflow.checksums import md5_state_of_file
 from tuneflow.sources import FILE_ID_PATTERN, parse_drive_source  # noqa: F401 (parse_drive_source: re-exported)
 
 log = logging.getLogger(__name__)
@@ -549,7 +550,6 @@ def _close_connections(drive: GoogleDrive) -> None:
 # Each Range request is read whole into memory by httplib2, so this bounds the download's memory; 16 MiB keeps
 # the per-request overhead negligible (64 requests for 1 GiB).
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
-HASH_BLOCK_BYTES = 4 * 1024 * 1024
 WRITE_SLICE_BYTES = 1024 * 1024  # fits in L2/L3 cache
 PROGRESS_LOG_EVERY_S = 15.0
 
@@ -702,16 +702,9 @@ def download_file(
 
 def _resume_digest(part: Path, expected_size: int) -> Any:
     """MD5 state over the bytes already in `part`; a part longer than the file is discarded."""
-    digest = hashlib.md5()
-    if not part.exists():
-        return digest
-    if part.stat().st_size > expected_size:
+    if part.exists() and part.stat().st_size > expected_size:
         part.unlink()
-        return digest
-    with part.open("rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest
+    return md5_state_of_file(part) if part.exists() else hashlib.md5()
 
 
 class _PartWriter:

@@ -44,7 +44,7 @@ from pydrive2.drive import GoogleDrive
 from pydrive2.files import ApiRequestError
 
 from tuneflow.checksums import md5_state_of_file
-from tuneflow.sources import FILE_ID_PATTERN, parse_drive_source  # noqa: F401 (parse_drive_source: re-exported)
+from tuneflow.sources import FILE_ID_PATTERN, normalize_api_endpoint, parse_drive_source  # noqa: F401 (parse_drive_source: re-exported)
 
 log = logging.getLogger(__name__)
 Logger = logging.Logger | logging.LoggerAdapter
@@ -217,6 +217,7 @@ def connect_drive(
         raise ValueError(
             f"http_timeout_s {http_timeout_s} must be positive: without a timeout a stalled socket blocks forever"
         )
+    endpoint = normalize_api_endpoint(api_endpoint)
     # An explicit settings dict, so a settings.yaml lying in the working directory cannot change how we log in.
     settings = {
         "client_config_backend": "service",
@@ -236,13 +237,8 @@ def connect_drive(
             f"pydrive2 could not use the service-account key from {key.origin} ({type(error).__name__}); "
             f"{HOW_TO_GIVE_KEY}"
         ) from None
-    if api_endpoint:
+    if endpoint:
         # api_endpoint replaces rootUrl + servicePath of the bundled discovery document.
-        endpoint = api_endpoint.rstrip("/") + "/"
-        if not endpoint.endswith("/drive/v2/"):
-            raise ValueError(
-                f"api_endpoint {api_endpoint!r} must end in /drive/v2/, e.g. http://127.0.0.1:8080/drive/v2/"
-            )
         gauth.service = build(
             "drive", "v2", http=gauth.http, cache_discovery=False, client_options={"api_endpoint": endpoint}
         )

@@ -14,6 +14,8 @@ a run uses them:
   and MD5, then renamed into place; `part_writer` writes and hashes on a helper thread, `progress` reports.
 - `cache`: `fetch_to_cache`, the above under `<cache>/drive/<file id>/<md5>/<title>`, so an unchanged file costs
   one metadata request.
+- `configured`: all of it as a run's `DriveSettings` say: `download_from_drive` (a cached copy, re-checked
+  against Drive's MD5), with the key from `load_key`.
 
 The names below are the package's API; import them from `tuneflow.drive`. The key's contents never reach a log
 line, an exception or a repr.
@@ -21,6 +23,12 @@ line, an exception or a repr.
 
 from tuneflow.drive.cache import CachedDownload, cache_path_for, fetch_to_cache
 from tuneflow.drive.client import connect_drive
+from tuneflow.drive.configured import (
+    DRIVE_CACHE_FOLDER,
+    KeyLoader,
+    download_from_drive,
+    load_key_from_settings,
+)
 from tuneflow.drive.download import DEFAULT_CHUNK_BYTES, download_file
 from tuneflow.drive.errors import (
     DriveAccessError,
@@ -38,6 +46,7 @@ from tuneflow.drive.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "DRIVE_CACHE_FOLDER",
     "CachedDownload",
     "DownloadProgress",
     "DriveAccessError",
@@ -47,6 +56,7 @@ __all__ = [
     "DriveIntegrityError",
     "DriveNotDownloadableError",
     "DriveTransientError",
+    "KeyLoader",
     "Logger",
     "ProgressCallback",
     "RetryPolicy",
@@ -54,9 +64,11 @@ __all__ = [
     "cache_path_for",
     "connect_drive",
     "download_file",
+    "download_from_drive",
     "fetch_file_metadata",
     "fetch_to_cache",
     "find_newest_file",
+    "load_key_from_settings",
     "load_service_account_key",
     "require_downloadable",
 ]

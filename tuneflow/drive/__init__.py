@@ -15,7 +15,7 @@ a run uses them:
 - `cache`: `fetch_to_cache`, the above under `<cache>/drive/<file id>/<md5>/<title>`, so an unchanged file costs
   one metadata request.
 - `configured`: all of it as a run's `DriveSettings` say: `download_from_drive` (a cached copy, re-checked
-  against Drive's MD5), with the key from `load_key`.
+  against Drive's MD5) and `find_watched_file` (what the sensor reads), with the key from `load_key`.
 
 The names below are the package's API; import them from `tuneflow.drive`. The key's contents never reach a log
 line, an exception or a repr.
@@ -27,6 +27,7 @@ from tuneflow.drive.configured import (
     DRIVE_CACHE_FOLDER,
     KeyLoader,
     download_from_drive,
+    find_watched_file,
     load_key_from_settings,
 )
 from tuneflow.drive.download import DEFAULT_CHUNK_BYTES, download_file
@@ -68,6 +69,7 @@ __all__ = [
     "fetch_file_metadata",
     "fetch_to_cache",
     "find_newest_file",
+    "find_watched_file",
     "load_key_from_settings",
     "load_service_account_key",
     "require_downloadable",

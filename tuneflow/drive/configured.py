@@ -1,5 +1,5 @@
-"""Drive as a run's `DriveSettings` configure it: the key, the client, the retry policy, and a verified copy of a
-file in the content cache.
+"""Drive as a run's `DriveSettings` configure it: the key, the client, the retry policy, and the two things a run
+reads from Drive (a verified copy of a file in the content cache, and the head of a watched file or folder).
 
 The one place where the config meets the rest of this package. A key kept in a Prefect Secret block can only be
 read through Prefect, so the task layer passes its own key loader as `load_key`; plain callers get the key file
@@ -20,6 +20,7 @@ from tuneflow.drive.client import connect_drive
 from tuneflow.drive.errors import DriveCredentialsError
 from tuneflow.drive.keys import ServiceAccountKey, load_service_account_key
 from tuneflow.drive.logs import Logger, log
+from tuneflow.drive.metadata import DriveFile, fetch_file_metadata, find_newest_file, require_downloadable
 from tuneflow.drive.progress import ProgressCallback
 from tuneflow.drive.retry import RetryPolicy
 
@@ -78,3 +79,28 @@ def download_from_drive(
         cached = fetch_to_cache(drive, file_id, cache_dir, **options)
     return cached
 
+
+def find_watched_file(
+    settings: DriveSettings,
+    *,
+    file_id: str | None,
+    folder_id: str | None,
+    title: str,
+    load_key: KeyLoader = load_key_from_settings,
+    logger: Logger | None = None,
+) -> DriveFile | None:
+    """The watched file's metadata (None once it is in the trash), or the newest file called `title` in the
+    watched folder (None when there is none); DriveNotDownloadableError when it is not a binary file."""
+    logger = logger or log
+    drive = connect_with_settings(settings, load_key)
+    retry = retry_policy_from(settings)
+    if file_id:
+        file = fetch_file_metadata(drive, file_id, retry=retry, logger=logger)
+        if file.trashed:
+            return None
+    else:
+        file = find_newest_file(drive, str(folder_id), title, retry=retry, logger=logger)
+        if file is None:
+            return None
+    require_downloadable(file)
+    return file

@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     options = parser.parse_args()
 
-    from tuneflow.tasks.fetch import resolve_weights
+    from tuneflow.weights import resolve_weights
     from tuneflow.tasks.prepare import prepare_dataset
     from tuneflow.config import DataSettings, TrainingSettings
     from tuneflow.sample import write_sample_dataset

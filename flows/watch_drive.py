@@ -21,17 +21,9 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneflow.config import DriveSettings
-from tuneflow.drive import (
-    DriveError,
-    DriveFile,
-    DriveTransientError,
-    RetryPolicy,
-    connect_drive,
-    fetch_file_metadata,
-    find_newest_file,
-    require_downloadable,
-)
+from tuneflow.drive import DriveError, DriveFile, DriveTransientError, find_watched_file
 from tuneflow.sources import FILE_ID_PATTERN, parse_drive_source
+from tuneflow.tasks.fetch import load_drive_key  # the key lookup (file, env, Secret block) the retrain flow uses
 
 EVENT_NAME = "tuneflow.dataset.uploaded"
 # Fixed namespace: the same file ID and revision always give the same event id, on every machine, so a sensor
@@ -207,25 +199,15 @@ def upload_event(file: DriveFile) -> dict:
 @task(name="read-drive-head")
 def read_drive_head(config: WatchDriveConfig) -> DriveFile | None:
     """Read the watched file's metadata, or find the newest matching file in the watched folder."""
-    from tuneflow.tasks.fetch import load_drive_key  # the key lookup (file, env, Secret block) the retrain flow uses
-
-    settings = config.drive
-    drive = connect_drive(
-        load_drive_key(settings), http_timeout_s=settings.http_timeout_s, api_endpoint=settings.api_endpoint
-    )
     # No task-level retries: a Drive outage is simply retried on the next tick of the schedule.
-    retry = RetryPolicy(max_retries=settings.max_retries, base_delay_s=settings.retry_base_delay_s)
-    logger = get_run_logger()
-    if config.file_id:
-        file = fetch_file_metadata(drive, config.file_id, retry=retry, logger=logger)
-        if file.trashed:
-            return None
-    else:
-        file = find_newest_file(drive, str(config.folder_id), config.title, retry=retry, logger=logger)
-        if file is None:
-            return None
-    require_downloadable(file)
-    return file
+    return find_watched_file(
+        config.drive,
+        file_id=config.file_id,
+        folder_id=config.folder_id,
+        title=config.title,
+        load_key=load_drive_key,
+        logger=get_run_logger(),
+    )
 
 
 @task(name="load-last-seen")

@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import task
 from pydantic import BaseModel
 
-from tuneflow.tasks.fetch import FetchedArchive
+from tuneflow.archives import FetchedArchive
 from tuneflow.tasks.prepare import PreparedDataset
 from tuneflow.tasks.train import TrainedModel, list_split
 from tuneflow.metrics import Metrics, compute_metrics, read_predictions

@@ -1,43 +1,35 @@
-"""Fetch step: turn the configured source into a local dataset archive, recording where it came from.
+"""Fetch step: Prefect's view of getting the dataset archive and the initial weights.
 
 A source is a local path, or a Google Drive file (`drive://ID` or a share link) downloaded into the content
-cache under `<data_root>/cache/`. The Drive logic is plain Python in `tuneflow.drive`; the tasks here only wire
-it to the config, the Prefect logger, a progress artifact and the retry policy. They are the pipeline's
-network edge, the only tasks that retry, and only for failures that may pass (rate limits, outages).
+cache under `<data_root>/cache/`. The logic is plain Python in `tuneflow.archives`, `tuneflow.weights` and
+`tuneflow.drive`; the tasks here add what only Prefect has: the run logger, a progress artifact, the retry policy
+and a key kept in a Prefect Secret block. They are the pipeline's network edge, the only tasks that retry, and
+only for failures that may pass (rate limits, outages).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
-from pydantic import BaseModel
 
+from tuneflow.archives import FetchedArchive, fetch_archive
 from tuneflow.config import DriveSettings
-from tuneflow.dataset.archive import describe_non_zip
 from tuneflow.drive import (
-    CachedDownload,
+    DRIVE_CACHE_FOLDER,
     DownloadProgress,
     DriveCredentialsError,
     DriveTransientError,
-    Logger,
     ProgressCallback,
-    RetryPolicy,
     ServiceAccountKey,
-    connect_drive,
-    fetch_to_cache,
+    load_key_from_settings,
     load_service_account_key,
 )
-from tuneflow.sources import parse_drive_source
+from tuneflow.weights import resolve_weights
 
-HASH_CHUNK_BYTES = 4 * 1024 * 1024
-DRIVE_CACHE_FOLDER = "cache"
 DATASET_PROGRESS_KEY = "drive-dataset-download"
 WEIGHTS_PROGRESS_KEY = "drive-weights-download"
 # Task-level retries come on top of tuneflow.drive's own quick retries (about 8 s of backoff in all): they
@@ -45,121 +37,22 @@ WEIGHTS_PROGRESS_KEY = "drive-weights-download"
 NETWORK_RETRY_DELAYS_S = [15, 60]
 
 
-class FetchedArchive(BaseModel):
-    """A dataset archive on local disk and its provenance, recorded with every model trained on it."""
-
-    path: Path
-    source: str
-    md5: str
-    size_bytes: int
-    drive_file_id: str | None = None
-    drive_revision: str | None = None
-
-
-def md5_of_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def locate_local_archive(source: str) -> FetchedArchive:
-    """Check that a local source is a readable zip archive and fingerprint it."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"dataset archive {str(path)!r} does not exist; give the path of a dataset.zip "
-            "(e.g. `tuneflow sample data/sample/dataset.zip` makes one)"
-        )
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"source {str(path)!r} is a folder; zip it first (`cd PARENT && zip -r dataset.zip FOLDER`) "
-            "and give the .zip path"
-        )
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"source {str(path)!r} is {describe_non_zip(path)}; give a .zip made with e.g. "
-            "`zip -r dataset.zip dataset/`"
-        )
-    path = path.resolve()
-    return FetchedArchive(path=path, source=source, md5=md5_of_file(path), size_bytes=path.stat().st_size)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Google Drive
-# ------------------------------------------------------------------------------------------------------------
-
-
 def load_drive_key(settings: DriveSettings) -> ServiceAccountKey:
     """The service-account key: from the Prefect Secret block if one is named, else the key file / environment."""
-    if settings.key_secret_block:
-        from prefect.blocks.system import Secret
+    if not settings.key_secret_block:
+        return load_key_from_settings(settings)
+    from prefect.blocks.system import Secret
 
-        try:
-            value = Secret.load(settings.key_secret_block).get()
-        except ValueError as error:  # Prefect's "Unable to find block document named ..."
-            raise DriveCredentialsError(
-                f"Prefect Secret block {settings.key_secret_block!r} could not be loaded ({error}); create it "
-                "with the service-account key's JSON as its value (see docs/drive.md) or set "
-                "drive.key_file instead"
-            ) from None
-        origin = f"Prefect Secret block {settings.key_secret_block!r}"
-        return load_service_account_key(key_json=value, key_json_origin=origin)
-    return load_service_account_key(settings.key_file)
-
-
-def download_from_drive(
-    file_id: str,
-    settings: DriveSettings,
-    cache_dir: Path,
-    *,
-    on_progress: ProgressCallback | None = None,
-    logger: Logger | None = None,
-) -> CachedDownload:
-    """A verified copy of the Drive file's current revision in the content cache (downloaded only if new)."""
-    logger = logger or logging.getLogger(__name__)
-    key = load_drive_key(settings)
-    drive = connect_drive(key, http_timeout_s=settings.http_timeout_s, api_endpoint=settings.api_endpoint)
-    options = dict(
-        chunk_bytes=settings.chunk_mib * 1024 * 1024,
-        retry=RetryPolicy(max_retries=settings.max_retries, base_delay_s=settings.retry_base_delay_s),
-        on_progress=on_progress,
-        logger=logger,
-    )
-    cached = fetch_to_cache(drive, file_id, cache_dir, **options)
-    if not cached.downloaded and md5_of_file(cached.path) != cached.file.md5:
-        # Verified when it was downloaded, so something changed it on disk since: fetch a clean copy.
-        logger.warning("cached %s no longer matches Drive's MD5 %s; downloading it again", cached.path, cached.file.md5)
-        cached.path.unlink()
-        cached = fetch_to_cache(drive, file_id, cache_dir, **options)
-    return cached
-
-
-def fetch_drive_archive(
-    source: str,
-    file_id: str,
-    settings: DriveSettings,
-    cache_dir: Path,
-    *,
-    on_progress: ProgressCallback | None = None,
-    logger: Logger | None = None,
-) -> FetchedArchive:
-    """Download (or reuse) the Drive dataset archive and record its file ID, revision and MD5."""
-    cached = download_from_drive(file_id, settings, cache_dir, on_progress=on_progress, logger=logger)
-    if not zipfile.is_zipfile(cached.path):
-        raise ValueError(
-            f"Drive file {file_id!r} ({cached.file.title!r}, {cached.file.mime_type}) is not a zip archive; "
-            "upload the dataset as a .zip made with e.g. `zip -r dataset.zip dataset/`"
-        )
-    return FetchedArchive(
-        path=cached.path.resolve(),
-        source=source,
-        md5=str(cached.file.md5),
-        size_bytes=cached.path.stat().st_size,
-        drive_file_id=cached.file.id,
-        drive_revision=cached.file.revision,
-    )
+    try:
+        value = Secret.load(settings.key_secret_block).get()
+    except ValueError as error:  # Prefect's "Unable to find block document named ..."
+        raise DriveCredentialsError(
+            f"Prefect Secret block {settings.key_secret_block!r} could not be loaded ({error}); create it "
+            "with the service-account key's JSON as its value (see docs/drive.md) or set "
+            "drive.key_file instead"
+        ) from None
+    origin = f"Prefect Secret block {settings.key_secret_block!r}"
+    return load_service_account_key(key_json=value, key_json_origin=origin)
 
 
 def progress_artifact_updater(key: str) -> ProgressCallback:
@@ -197,70 +90,14 @@ def retry_only_transient_drive_errors(task: Any, task_run: Any, state: Any) -> b
 )
 def fetch_dataset(source: str, drive: DriveSettings | None = None, data_root: Path = Path("data")) -> FetchedArchive:
     """Locate the local dataset archive, or download the Drive one into the cache, and fingerprint it."""
-    file_id = parse_drive_source(source)
-    if file_id is None:
-        return locate_local_archive(source)
-    return fetch_drive_archive(
+    return fetch_archive(
         source,
-        file_id,
         drive or DriveSettings(),
         Path(data_root) / DRIVE_CACHE_FOLDER,
+        load_key=load_drive_key,
         on_progress=progress_artifact_updater(DATASET_PROGRESS_KEY),
         logger=get_run_logger(),
     )
-
-
-# Keras' own ResNet50 "notop" weights: the file and checksum keras.applications.ResNet50(weights="imagenet") uses.
-IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_NOTOP_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_NOTOP_FILE}"
-IMAGENET_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The ImageNet weights could not be downloaded; the message names the alternatives."""
-
-
-def download_imagenet_weights() -> Path:
-    """Keras' ImageNet weights for ResNet50 without its top, from the Keras cache (KERAS_HOME) or downloaded."""
-    import keras
-
-    try:
-        return Path(
-            keras.utils.get_file(
-                IMAGENET_NOTOP_FILE, IMAGENET_NOTOP_URL, cache_subdir="models", file_hash=IMAGENET_NOTOP_MD5
-            )
-        )
-    except Exception as error:  # Keras raises a bare Exception("URL fetch failure ...") when offline
-        raise WeightsUnavailableError(
-            f"could not get the ImageNet weights for ResNet50 from {IMAGENET_NOTOP_URL} ({error}). "
-            "Either train from random initialisation with weights='none', or download that file where the "
-            f"internet is reachable and give its path as weights=/path/to/{IMAGENET_NOTOP_FILE} (or copy it "
-            "into ~/.keras/models/)."
-        ) from error
-
-
-def resolve_weights(
-    weights: str,
-    drive: DriveSettings | None = None,
-    cache_dir: Path = Path("data") / DRIVE_CACHE_FOLDER,
-    *,
-    on_progress: ProgressCallback | None = None,
-    logger: Logger | None = None,
-) -> Path | None:
-    """The local weights file to start from: downloaded for "imagenet", None for "none", fetched into the cache
-    (MD5-verified) for drive://ID, the path otherwise."""
-    if weights == "none":
-        return None
-    if weights == "imagenet":
-        return download_imagenet_weights()
-    if (file_id := parse_drive_source(weights)) is not None:
-        settings = drive or DriveSettings()
-        cached = download_from_drive(file_id, settings, cache_dir, on_progress=on_progress, logger=logger)
-        return cached.path
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {weights!r} does not exist; give 'imagenet', 'none' or a file path")
-    return path
 
 
 @task(
@@ -275,6 +112,7 @@ def fetch_weights(weights: str, drive: DriveSettings | None = None, data_root: P
         weights,
         drive,
         Path(data_root) / DRIVE_CACHE_FOLDER,
+        load_key=load_drive_key,
         on_progress=progress_artifact_updater(WEIGHTS_PROGRESS_KEY),
         logger=get_run_logger(),
     )

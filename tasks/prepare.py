@@ -22,7 +22,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
-from tuneflow.tasks.fetch import md5_of_file
+from tuneflow.checksums import md5_of_file
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import (
     ArchiveError,

@@ -18,7 +18,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from pydantic import BaseModel
 
 from tuneflow.tasks.evaluate import EvalResult
-from tuneflow.tasks.fetch import FetchedArchive
+from tuneflow.archives import FetchedArchive
 from tuneflow.tasks.prepare import MANIFEST_NAME, PreparedDataset, counts_table
 from tuneflow.tasks.train import TrainedModel
 from tuneflow import plots

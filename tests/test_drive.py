@@ -44,8 +44,8 @@ from tuneflow.drive import (
     fetch_to_cache,
     find_newest_file,
     load_service_account_key,
-    parse_drive_source,
 )
+from tuneflow.sources import parse_drive_source
 
 CHUNK = 64 * 1024
 FILE_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"

@@ -9,7 +9,9 @@ import pytest
 from prefect.states import Failed
 from pydantic import ValidationError
 
-from tuneflow.tasks.fetch import fetch_drive_archive, resolve_weights, retry_only_transient_drive_errors
+from tuneflow.archives import fetch_drive_archive
+from tuneflow.tasks.fetch import retry_only_transient_drive_errors
+from tuneflow.weights import resolve_weights
 from tests.drive_fixtures import (  # noqa: F401 (fixtures)
     drive_emulator,
     key_file,

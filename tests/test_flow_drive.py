@@ -122,7 +122,8 @@ def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
 def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_key: TestKey, tmp_path):
     from prefect.blocks.system import Secret
 
-    from tuneflow.tasks.fetch import download_from_drive, load_drive_key
+    from tuneflow.drive import download_from_drive
+    from tuneflow.tasks.fetch import load_drive_key
     from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, service_account_info
 
     Secret(value=service_account_info(test_key, drive_emulator.token_uri)).save("drive-key-for-tests", overwrite=True)
@@ -131,7 +132,7 @@ def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_ke
     assert key.client_email == SERVICE_ACCOUNT_EMAIL and "drive-key-for-tests" in repr(key)
 
     file_id = drive_emulator.add_file("dataset.zip", b"PK" + b"\0" * 1000)
-    assert download_from_drive(file_id, settings, tmp_path / "cache").path.read_bytes() == b"PK" + b"\0" * 1000
+    assert download_from_drive(file_id, settings, tmp_path / "cache", load_key=load_drive_key).path.read_bytes() == b"PK" + b"\0" * 1000
 
 
 def test_a_missing_secret_block_says_how_to_create_it(prefect_server):

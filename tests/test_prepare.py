@@ -541,7 +541,7 @@ def test_truncated_or_non_zip_files_are_refused_with_the_fix(tmp_path, content, 
 
 
 def test_the_fetch_step_already_says_what_a_non_zip_source_is(tmp_path):
-    from tuneflow.tasks.fetch import locate_local_archive
+    from tuneflow.archives import locate_local_archive
 
     archive = write_zip(tmp_path / "d.zip", class_folders({"cat": 3, "dog": 3}))
     archive.write_bytes(archive.read_bytes()[:-100])

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 
 from tuneflow.tasks.evaluate import EvalResult, write_metrics
-from tuneflow.tasks.fetch import FetchedArchive, md5_of_file
+from tuneflow.checksums import md5_of_file
+from tuneflow.archives import FetchedArchive
 from tuneflow.tasks.prepare import prepare_dataset
 from tuneflow.tasks.report import (
     HTML_LINK_ARTIFACT_KEY,

@@ -236,7 +236,7 @@ def command_sample(options: argparse.Namespace) -> int:
 
 
 def command_demo(options: argparse.Namespace) -> int:
-    from tuneflow.tasks.fetch import WeightsUnavailableError, download_imagenet_weights
+    from tuneflow.weights import WeightsUnavailableError, download_imagenet_weights
     from tuneflow.sample import write_sample_dataset
 
     started = time.perf_counter()

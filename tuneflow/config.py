@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tuneflow.sources import ACCEPTED_SOURCES_TEXT, parse_drive_source
+from tuneflow.sources import ACCEPTED_SOURCES_TEXT, normalize_api_endpoint, parse_drive_source
 from tuneflow.storage import DATA_ROOT_VARIABLE, default_data_root
 
 # Keras refuses smaller inputs for ResNet50 without its top: five stride-2 stages need at least 32 px.
@@ -300,15 +300,7 @@ class DriveSettings(BaseModel):
     @field_validator("api_endpoint")
     @classmethod
     def _drive_v2_endpoint(cls, endpoint: str | None) -> str | None:
-        if endpoint is None or not endpoint.strip():
-            return None
-        endpoint = endpoint.strip().rstrip("/") + "/"
-        if not re.match(r"https?://", endpoint) or not endpoint.endswith("/drive/v2/"):
-            raise ValueError(
-                f"api_endpoint {endpoint!r} must be an http(s) URL ending in /drive/v2/, "
-                "e.g. http://127.0.0.1:8080/drive/v2/ (leave it unset for Google Drive itself)"
-            )
-        return endpoint
+        return normalize_api_endpoint(endpoint)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> DriveSettings:

@@ -1,4 +1,5 @@
-"""Which file a `source` (or `weights`) setting names: a local path, `drive://ID`, or a Drive share link.
+"""Which file a `source` (or `weights`) setting names: a local path, `drive://ID`, or a Drive share link; and
+which Drive API a client talks to (`api_endpoint`, for an emulator).
 
 Standard library only, so validating a config never imports the Drive client.
 """
@@ -58,3 +59,20 @@ def parse_drive_source(source: str) -> str | None:
         if candidate and FILE_ID_PATTERN.fullmatch(candidate):
             return candidate
     raise ValueError(f"source {source!r} is not a Drive file link tuneflow understands; give {ACCEPTED_SOURCES_TEXT}")
+
+
+def normalize_api_endpoint(endpoint: str | None) -> str | None:
+    """The Drive API base URL with one trailing slash, or None (Google's) when unset or blank.
+
+    The client replaces rootUrl + servicePath of the bundled v2 discovery document with it, so it must end in
+    /drive/v2/. Raises ValueError naming the value otherwise.
+    """
+    if endpoint is None or not endpoint.strip():
+        return None
+    endpoint = endpoint.strip().rstrip("/") + "/"
+    if not re.match(r"https?://", endpoint) or not endpoint.endswith("/drive/v2/"):
+        raise ValueError(
+            f"api_endpoint {endpoint!r} must be an http(s) URL ending in /drive/v2/, "
+            "e.g. http://127.0.0.1:8080/drive/v2/ (leave it unset for Google Drive itself)"
+        )
+    return endpoint

@@ -7,26 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from pydantic import BaseModel
 
 from tuneflow.archives import FetchedArchive
-from tuneflow.tasks.prepare import PreparedDataset
-from tuneflow.tasks.train import TrainedModel, list_split
 from tuneflow.metrics import Metrics, compute_metrics, read_predictions
 from tuneflow.model import load_classifier
 from tuneflow.predict import predict_encoded
+from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
+from tuneflow.training import list_split
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
-
-
-class EvalResult(BaseModel):
-    """Headline numbers and where the full predictions and metrics are."""
-
-    accuracy: float
-    num_images: int
-    predictions_path: Path
-    metrics_path: Path
 
 
 def predict_folder_split(model_dir: Path, dataset_root: Path, split: str = "val") -> pd.DataFrame:

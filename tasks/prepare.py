@@ -15,12 +15,10 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel, Field
 
 from tuneflow.checksums import md5_of_file
 from tuneflow.config import DataSettings
@@ -37,6 +35,7 @@ from tuneflow.dataset.archive import (
 )
 from tuneflow.dataset.build import Built, build_dataset
 from tuneflow.dataset.split import MIN_IMAGES_PER_CLASS, SplitError
+from tuneflow.records import PreparedDataset
 
 MANIFEST_NAME = "manifest.csv"
 # The record of a finished preparation, inside its dataset folder: a resumed run finds it and reuses the folder.
@@ -51,32 +50,6 @@ LAYOUT_NAMES = {
     "split-folders": "already split (train/ + val/ folders)",
     "class-folders": "one folder per class",
 }
-
-
-class PreparedDataset(BaseModel):
-    """Where the prepared images are and what went into them: a small record, safe to keep in Prefect."""
-
-    root: Path = Field(description="Holds train/<class>/<file> and val/<class>/<file>.")
-    classes: list[str] = Field(description="Class names, sorted.")
-    counts: dict[str, dict[str, int]] = Field(description='Images per split and class: {"train": {class: n}, ...}.')
-    layout: Literal["food-101", "split-folders", "class-folders"] = Field(
-        "class-folders", description="How the archive was organised."
-    )
-    split_method: Literal["seeded", "archive"] = Field(
-        "seeded", description="'seeded': split here by seed; 'archive': the archive's own split, as given."
-    )
-    manifest: Path | None = Field(None, description="CSV with one row per file in the archive.")
-    files_seen: int = Field(0, ge=0, description="Files in the archive (folders not counted).")
-    skipped: dict[str, int] = Field(default_factory=dict, description="Files that could not be used, by reason.")
-    ignored: dict[str, int] = Field(default_factory=dict, description="Files not meant to be used, by reason.")
-    duplicates: int = Field(0, ge=0, description="Files dropped because the same bytes were kept elsewhere.")
-    converted: int = Field(0, ge=0, description="Images re-encoded to RGB JPEG/PNG or turned upright.")
-    notes: list[str] = Field(default_factory=list, description="Things about the data a user should know.")
-    reused_from: Path | None = Field(None, description="The cached preparation this run reused, if any.")
-
-    @property
-    def total(self) -> int:
-        return sum(sum(per_class.values()) for per_class in self.counts.values())
 
 
 def prepare_dataset(

@@ -8,9 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tuneflow.tasks.evaluate import EvalResult, predict_folder_split
-from tuneflow.tasks.prepare import PreparedDataset
-from tuneflow.tasks.train import TrainedModel
+from tuneflow.tasks.evaluate import predict_folder_split
 from tuneflow.config import PromotionSettings
 from tuneflow.metrics import compute_metrics
 from tuneflow.model import MODEL_FILE, load_classes
@@ -23,6 +21,7 @@ from tuneflow.promotion import (
     point_current_at,
     store_version,
 )
+from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
 BASELINE_PREDICTIONS_FILE = "current_model_predictions.csv"
 

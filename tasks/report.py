@@ -15,12 +15,9 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from pydantic import BaseModel
 
-from tuneflow.tasks.evaluate import EvalResult
 from tuneflow.archives import FetchedArchive
-from tuneflow.tasks.prepare import MANIFEST_NAME, PreparedDataset, counts_table
-from tuneflow.tasks.train import TrainedModel
+from tuneflow.tasks.prepare import MANIFEST_NAME, counts_table
 from tuneflow import plots
 from tuneflow.config import RetrainConfig
 from tuneflow.dataset import REASONS
@@ -37,6 +34,7 @@ from tuneflow.html_report import (
 )
 from tuneflow.metrics import Metrics, compute_metrics, read_predictions
 from tuneflow.promotion import PromotionDecision
+from tuneflow.records import EvalResult, PreparedDataset, ReportFiles, TrainedModel
 
 REPORT_FILE = "report.md"
 HTML_REPORT_FILE = "report.html"
@@ -50,13 +48,6 @@ FIGURE_FILES = {
 SUMMARY_ARTIFACT_KEY = "retrain-report"
 PER_CLASS_ARTIFACT_KEY = "retrain-per-class-metrics"
 HTML_LINK_ARTIFACT_KEY = "retrain-report-html"
-
-
-class ReportFiles(BaseModel):
-    """Where the report went."""
-
-    html: Path
-    markdown: Path
 
 
 def select_mistakes(predictions: pd.DataFrame, limit: int = MISTAKES_SHOWN) -> pd.DataFrame:

@@ -21,11 +21,10 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from tuneflow.tasks.prepare import PreparedDataset
 from tuneflow.child_process import child_environment, python_module_command
 from tuneflow.config import TrainingSettings
 from tuneflow.train_worker import TrainingJob
-from tuneflow.training import RESULT_FILE, TrainedModel, list_split  # noqa: F401  (list_split: evaluate's too)
+from tuneflow.records import PreparedDataset, TrainedModel
 
 JOB_FILE = "train_job.json"
 LOG_FILE = "train.log"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuneflow.tasks.train import TrainedModel
+from tuneflow.records import TrainedModel
 
 # Training settings small enough for a test on a 2-core CPU: 32-px images, a constant learning rate.
 TINY_TRAINING_KNOBS = dict(image_size=32, batch_size=8, lr_schedule="constant")

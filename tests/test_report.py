@@ -32,7 +32,7 @@ from tuneflow.tasks.report import (
     select_mistakes,
     write_run_report,
 )
-from tuneflow.tasks.train import list_split
+from tuneflow.training import list_split
 from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tuneflow.tasks.prepare import PreparedDataset
 from tuneflow.config import TrainingSettings
+from tuneflow.records import PreparedDataset
 
 PARENT_CHECK_SECONDS = 2.0
 

@@ -25,9 +25,9 @@ import keras
 import tensorflow as tf
 from pydantic import BaseModel
 
-from tuneflow.tasks.prepare import PreparedDataset
 from tuneflow.config import TrainingSettings
 from tuneflow.model import build_classifier, decode_image, save_classifier
+from tuneflow.records import PreparedDataset, TrainedModel
 
 HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
@@ -41,22 +41,6 @@ RESNET50_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 PROGRESS_EVENTS_PER_EPOCH = 10
 
 Emit = Callable[[dict], None]
-
-
-class TrainedModel(BaseModel):
-    """Where the trained model and its history were written, and how training went."""
-
-    model_path: Path
-    classes: list[str]
-    history_path: Path
-    epochs_run: int
-    resumed_from_epoch: int
-    train_images: int
-    seconds: float
-    train_images_per_second: float
-    devices: list[str]
-    replicas: int
-    precision: str
 
 
 class Phase(BaseModel):

@@ -56,7 +56,7 @@ def main() -> None:
     options = parser.parse_args()
 
     from tuneflow.weights import resolve_weights
-    from tuneflow.tasks.prepare import prepare_dataset
+    from tuneflow.dataset.prepare import prepare_dataset
     from tuneflow.config import DataSettings, TrainingSettings
     from tuneflow.sample import write_sample_dataset
 

@@ -138,7 +138,7 @@ def time_prepare(archive: Path, out: Path) -> dict:
 
 
 def prepare_once(archive: Path, dest: Path) -> None:
-    from tuneflow.tasks.prepare import prepare_dataset
+    from tuneflow.dataset.prepare import prepare_dataset
     from tuneflow.config import DataSettings
 
     peaks: dict[int, float] = {}

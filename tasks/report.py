@@ -17,7 +17,7 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from tuneflow.archives import FetchedArchive
-from tuneflow.tasks.prepare import MANIFEST_NAME, counts_table
+from tuneflow.dataset.prepare import MANIFEST_NAME, counts_table
 from tuneflow import plots
 from tuneflow.config import RetrainConfig
 from tuneflow.dataset import REASONS

@@ -55,7 +55,7 @@ def tiny_archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_archive, tmp_path_factory):
     """The tiny archive split into train/val folders (8/2 per class)."""
-    from tuneflow.tasks.prepare import prepare_dataset
+    from tuneflow.dataset.prepare import prepare_dataset
     from tuneflow.config import DataSettings
 
     return prepare_dataset(tiny_archive, tmp_path_factory.mktemp("prepared") / "dataset", DataSettings(), seed=0)

@@ -285,7 +285,7 @@ def test_an_exif_rotated_jpeg_and_a_webp_get_the_probabilities_of_their_prepared
     import tuneflow.tasks.evaluate as evaluate
     from tuneflow.config import DataSettings
     from tuneflow.metrics import read_predictions
-    from tuneflow.tasks.prepare import prepare_dataset
+    from tuneflow.dataset.prepare import prepare_dataset
 
     monkeypatch.setattr(evaluate, "load_classifier", tuneflow.model.load_classifier)  # the load-once one above
     label = val_photo.parent.name

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import tuneflow.tasks.prepare as prepare_module
+import tuneflow.dataset.prepare as prepare_module
 import tuneflow.dataset.extract as extract_module
-from tuneflow.tasks.prepare import PreparedDataset, prepare_dataset
+from tuneflow.dataset.prepare import prepare_dataset
+from tuneflow.records import PreparedDataset
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import ArchiveError
 from tuneflow.dataset.images import Inspection, inspect_image

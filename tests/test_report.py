@@ -22,7 +22,7 @@ import pytest
 from tuneflow.tasks.evaluate import EvalResult, write_metrics
 from tuneflow.checksums import md5_of_file
 from tuneflow.archives import FetchedArchive
-from tuneflow.tasks.prepare import prepare_dataset
+from tuneflow.dataset.prepare import prepare_dataset
 from tuneflow.tasks.report import (
     HTML_LINK_ARTIFACT_KEY,
     PER_CLASS_ARTIFACT_KEY,

@@ -1,4 +1,7 @@
-"""Turning a dataset zip into a checked train/val folder tree: scan, split, extract. Plain Python, no Prefect."""
+"""Turning a dataset zip into a checked train/val folder tree: scan, split, extract; `prepare` runs the whole step.
+
+Plain Python, no Prefect: the prepare task (tasks/prepare.py) calls `prepare.prepare_dataset` and publishes.
+"""
 
 # Why a file in the archive was not used: the `reason` column of manifest.csv, explained in the run's report.
 # "skipped" files were meant to be used but could not be; "ignored" ones were never meant to be.

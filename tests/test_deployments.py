@@ -13,8 +13,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,8 @@ from pathlib import Path
 import pytest
 
 from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
+from tests.loopback import free_port
+from tuneflow.child_process import stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -36,26 +36,6 @@ SERVER_START_TIMEOUT_S = 180
 # Generous waits for a busy 2-core machine: how long to wait for a state, never an assertion on speed.
 SENSOR_RUN_TIMEOUT_S = 240
 RETRAIN_RUN_TIMEOUT_S = 600
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """Stop the process and everything it started (workers start flow-run processes, which start training)."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -127,7 +107,7 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         yield stack
     finally:
         for name in sorted(stack.processes, key=lambda name: name == "server"):  # workers first, server last
-            stop_group(stack.processes[name])
+            stop_process_group(stack.processes[name], grace_seconds=20)
     leftovers = [name for name, process in stack.processes.items() if process.poll() is None]
     assert not leftovers, f"still running after the test: {leftovers}"
 

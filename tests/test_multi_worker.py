@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuneflow.tasks.train import TrainedModel, TrainingFailed, describe_event, run_training_process
+from tests.loopback import free_port
 from tests.records import TINY_TRAINING_KNOBS as TINY
+from tuneflow.records import TrainedModel
+from tuneflow.training_process import TrainingFailed, describe_event, run_training_process
 from tuneflow.config import TrainingSettings
 from tuneflow.model import build_classifier, load_classifier
 from tuneflow.train_worker import TrainingJob
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def worker_config(workers: list[str], index: int) -> str:

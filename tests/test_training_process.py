@@ -8,7 +8,7 @@ import signal
 import pandas as pd
 import pytest
 
-from tuneflow.tasks.train import TrainingFailed, run_training_process
+from tuneflow.training_process import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
 from tuneflow.model import load_classifier

@@ -2,7 +2,8 @@
 
 Training runs in its own process so that stopping it (a cancelled or timed-out flow, a killed worker) really
 frees the GPU: a thread running model.fit can't be interrupted. It prints one JSON event per line on stdout for
-the supervising task; TensorFlow's own chatter goes to stderr, which the supervisor keeps in train.log.
+its supervisor (tuneflow.training_process); TensorFlow's own chatter goes to stderr, which the supervisor keeps
+in train.log.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ PARENT_CHECK_SECONDS = 2.0
 
 
 class TrainingJob(BaseModel):
-    """Everything the training process needs, written as JSON by the supervising task."""
+    """Everything the training process needs, written as JSON by its supervisor."""
 
     dataset: PreparedDataset
     settings: TrainingSettings

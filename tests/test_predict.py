@@ -282,7 +282,7 @@ def test_an_exif_rotated_jpeg_and_a_webp_get_the_probabilities_of_their_prepared
     untrained tiny model's probabilities by up to ~0.1, as much as turning the photo sideways does.)
     """
     import tuneflow.model
-    import tuneflow.tasks.evaluate as evaluate
+    import tuneflow.evaluation as evaluate
     from tuneflow.config import DataSettings
     from tuneflow.metrics import read_predictions
     from tuneflow.dataset.prepare import prepare_dataset

@@ -10,20 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from tuneflow.tasks.evaluate import EvalResult, predict_folder_split
-from tuneflow.tasks.promote import BASELINE_PREDICTIONS_FILE, promote_trained_model
 from tests.records import training_record
 from tuneflow.config import PromotionSettings
+from tuneflow.evaluation import predict_folder_split
 from tuneflow.model import CLASSES_FILE, MODEL_FILE
 from tuneflow.promotion import (
+    BASELINE_PREDICTIONS_FILE,
     Baseline,
     current_version,
     decide_promotion,
     list_versions,
     models_dir,
     point_current_at,
+    promote_trained_model,
     store_version,
 )
+from tuneflow.records import EvalResult
 
 CLASSES = ["apple_pie", "pizza", "sashimi"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuneflow.tasks.evaluate import EvalResult, write_metrics
+from tuneflow.evaluation import write_metrics
 from tuneflow.checksums import md5_of_file
 from tuneflow.archives import FetchedArchive
 from tuneflow.dataset.prepare import prepare_dataset
@@ -37,6 +37,7 @@ from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
 from tuneflow.promotion import Baseline, PromotionDecision, decide_promotion
+from tuneflow.records import EvalResult
 from tuneflow.sample import SAMPLE_CLASSES, draw_dish, write_sample_dataset
 
 RUN_ID = "20250101-060000-abc123"

@@ -9,10 +9,15 @@ symlink), which POSIX makes atomic: a reader opening models/current/model.keras 
 one, never a mix and never nothing. A symlink rather than a pointer file, because every tool can then open
 models/current/model.keras without knowing about tuneflow. (Windows would need a pointer file: symlinks there
 need extra privileges. Our workers run Linux.)
+
+`promote_trained_model` is the promote step itself (the promote task in tasks/promote.py calls it): re-score the
+model in use on the new validation images, store the new model as a version, and point `current` at it when
+`decide_promotion` says it is at least as good.
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import secrets
@@ -23,13 +28,18 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from tuneflow.config import PromotionSettings
-from tuneflow.model import CLASSES_FILE, MODEL_FILE
+from tuneflow.evaluation import predict_folder_split
+from tuneflow.metrics import compute_metrics
+from tuneflow.model import CLASSES_FILE, MODEL_FILE, load_classes
+from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
 MODELS_FOLDER = "models"
 CURRENT_POINTER = "current"
 VERSION_FILE = "version.json"
 # Two accuracies on the same images differ by a multiple of 1/n; this only absorbs float rounding (0.8 + 0.01).
 COMPARISON_TOLERANCE = 1e-9
+# The model in use, re-scored on this run's validation images, next to the new model's predictions.csv.
+BASELINE_PREDICTIONS_FILE = "current_model_predictions.csv"
 
 
 class Baseline(BaseModel):
@@ -179,3 +189,57 @@ def decide_promotion(
     if settings.force:
         return True, f"forced: {comparison}, short of the {_percent(needed)} needed; promotion.force is set"
     return False, f"{comparison}; {bar}. Kept as version {version}; {force_hint}"
+
+
+def score_current_model(data_root: Path, dataset: PreparedDataset, classes: list[str], run_dir: Path) -> Baseline | None:
+    """The model in use, re-evaluated on this run's validation images when it knows the same classes."""
+    version = current_version(data_root)
+    if version is None:
+        return None
+    version_dir = models_dir(data_root) / version
+    current_classes = load_classes(version_dir)
+    if sorted(current_classes) != sorted(classes):
+        return Baseline(version=version, classes=current_classes, accuracy=None)
+    predictions = predict_folder_split(version_dir, dataset.root, "val")
+    predictions_path = run_dir / BASELINE_PREDICTIONS_FILE
+    predictions.to_csv(predictions_path, index=False)
+    accuracy = compute_metrics(predictions, current_classes).accuracy
+    return Baseline(version=version, classes=current_classes, accuracy=accuracy, predictions_path=predictions_path)
+
+
+def promote_trained_model(
+    trained: TrainedModel,
+    evaluation: EvalResult,
+    dataset: PreparedDataset,
+    settings: PromotionSettings,
+    data_root: Path,
+    run_dir: Path,
+) -> PromotionDecision:
+    """Store the model as version <run id>; switch models/current to it if it is at least as good (or forced)."""
+    version = run_dir.name
+    baseline = score_current_model(data_root, dataset, trained.classes, run_dir)
+    version_dir = models_dir(data_root) / version
+    # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
+    # Any other model under an existing version name makes store_version refuse, naming the folder.
+    if not (version_dir.is_dir() and filecmp.cmp(version_dir / MODEL_FILE, trained.model_path, shallow=False)):
+        version_dir = store_version(
+            trained.model_path.parent,
+            data_root,
+            version,
+            {"run_dir": str(run_dir), "accuracy": evaluation.accuracy, "classes": trained.classes},
+        )
+    promoted, reason = decide_promotion(
+        version, evaluation.accuracy, trained.classes, baseline, settings, evaluation.num_images
+    )
+    if promoted:
+        point_current_at(data_root, version)
+    return PromotionDecision(
+        promoted=promoted,
+        reason=reason,
+        version=version,
+        version_dir=version_dir,
+        accuracy=evaluation.accuracy,
+        baseline=baseline,
+        margin=settings.margin,
+        forced=settings.force,
+    )

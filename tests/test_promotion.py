@@ -25,7 +25,7 @@ from tuneflow.promotion import (
     promote_trained_model,
     store_version,
 )
-from tuneflow.records import EvalResult
+from tuneflow.records import EvalResult, TrainedModel
 
 CLASSES = ["apple_pie", "pizza", "sashimi"]
 

@@ -23,21 +23,14 @@ from tuneflow.evaluation import write_metrics
 from tuneflow.checksums import md5_of_file
 from tuneflow.archives import FetchedArchive
 from tuneflow.dataset.prepare import prepare_dataset
-from tuneflow.tasks.report import (
-    HTML_LINK_ARTIFACT_KEY,
-    PER_CLASS_ARTIFACT_KEY,
-    SUMMARY_ARTIFACT_KEY,
-    gather_report,
-    publish_artifacts,
-    select_mistakes,
-    write_run_report,
-)
+from tuneflow.tasks.report import HTML_LINK_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, publish_artifacts
 from tuneflow.training import list_split
 from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
 from tuneflow.promotion import Baseline, PromotionDecision, decide_promotion
 from tuneflow.records import EvalResult
+from tuneflow.report import gather_report, select_mistakes, write_run_report
 from tuneflow.sample import SAMPLE_CLASSES, draw_dish, write_sample_dataset
 
 RUN_ID = "20250101-060000-abc123"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from pydantic import BaseModel
 
 from tuneflow.tasks.evaluate import evaluate_model
 from tuneflow.tasks.fetch import fetch_dataset, fetch_weights
@@ -14,22 +13,8 @@ from tuneflow.tasks.promote import promote
 from tuneflow.tasks.report import write_report
 from tuneflow.tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
+from tuneflow.records import RunSummary
 from tuneflow.runs import open_run_dir
-
-
-class RunSummary(BaseModel):
-    """What a retraining run produced: the flow's return value."""
-
-    run_dir: Path
-    accuracy: float
-    model_path: Path
-    report_path: Path
-    html_report_path: Path
-    weights: str
-    model_version: str
-    promoted: bool
-    promotion_reason: str
-    current_version: str | None
 
 
 def for_drive_upload(config: RetrainConfig, drive_file_id: str | None) -> RetrainConfig:

@@ -69,3 +69,18 @@ class ReportFiles(BaseModel):
 
     html: Path
     markdown: Path
+
+
+class RunSummary(BaseModel):
+    """What a retraining run produced: the flow's return value."""
+
+    run_dir: Path
+    accuracy: float
+    model_path: Path
+    report_path: Path
+    html_report_path: Path
+    weights: str
+    model_version: str
+    promoted: bool
+    promotion_reason: str
+    current_version: str | None

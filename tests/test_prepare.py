@@ -24,7 +24,7 @@ from tuneflow.tasks.prepare import PreparedDataset, prepare_dataset
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import ArchiveError
 from tuneflow.dataset.images import Inspection, inspect_image
-from tuneflow.dataset.split import SplitError, deal, seeded_order, val_size
+from tuneflow.dataset.split import SplitError, content_order, deal, val_size
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -275,9 +275,9 @@ def test_class_too_small_to_split_names_itself_and_its_count(tmp_path):
 
 
 def test_food101_counts_split_exactly_800_200():
-    split = deal(seeded_order(range(1000), 1, "apple_pie"), "apple_pie", 0.2)
+    split = deal(content_order(range(1000), 1), "apple_pie", 0.2)
     assert (len(split.train), len(split.val), split.unused) == (800, 200, [])
-    split = deal(seeded_order(range(1000), 1, "apple_pie"), "apple_pie", 0.5, counts=(800, 200))
+    split = deal(content_order(range(1000), 1), "apple_pie", 0.5, counts=(800, 200))
     assert (len(split.train), len(split.val), split.unused) == (800, 200, [])
 
 
@@ -293,7 +293,7 @@ def test_uneven_class_rounds_to_the_nearest_image():
 
 def test_no_file_on_both_sides_and_none_lost():
     items = [f"f{i}" for i in range(30)]
-    split = deal(seeded_order(items, 3, "a"), "a", 0.3)
+    split = deal(content_order(items, 3), "a", 0.3)
     assert not set(split.train) & set(split.val)
     assert sorted(split.train + split.val) == sorted(items)
 

@@ -3,7 +3,7 @@
 The split is planned before anything is read, so each image is written once, straight to its side. Planning
 first has a catch: some files only turn out to be unusable (corrupt, too small) when read, and the counts must
 still come out exact (200 of 999 usable images, not 200 of the 1,000 planned). So the split is settled once more
-after reading, from the same seeded order restricted to the usable images, and the few files that change side
+after reading, from the same content order restricted to the usable images, and the few files that change side
 are renamed (a rename in the same folder tree, never a copy). In count mode, images past the count are not read
 at all unless earlier ones fail.
 
@@ -24,7 +24,7 @@ import pandas as pd
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import Candidate, Catalog, GivenSplit
 from tuneflow.dataset.extract import Job, Outcome, extract_jobs
-from tuneflow.dataset.split import SplitError, deal, seeded_order
+from tuneflow.dataset.split import SplitError, content_order, deal
 
 SPLITS: tuple[GivenSplit, ...] = ("train", "val")
 MANIFEST_COLUMNS = ["path", "class", "split", "status", "reason", "detail", "size", "sha256", "width", "height", "file"]
@@ -66,11 +66,22 @@ class Extraction:
         for candidate in sorted(self.catalog.candidates, key=lambda c: (c.member.path, c.member.index)):
             by_class[candidate.label].append(candidate.member.index)
         self.order = {
-            label: seeded_order(indexes, self.seed, label) if self.seeded else indexes
+            label: content_order(indexes, self.seed, self.content_of) if self.seeded else indexes
             for label, indexes in sorted(by_class.items())
         }
         self.representative, self.copies = self.find_suspected_duplicates()
         self.unread = set(self.candidates) - set(self.representative)
+
+    def content_of(self, index: int) -> str:
+        """A file's content as the zip's directory states it, so the split is planned before a byte is read.
+
+        CRC-32 and size of the uncompressed bytes: the same photo has the same value in any archive, whatever its
+        name, folder or place in the zip, and two different photos of one class share it with odds of about one
+        in 4 billion per pair of equal size (then the two keep their order by name). Using the SHA-256 instead
+        would mean reading every file before writing any: count mode could no longer leave extra images unread.
+        """
+        member = self.candidates[index].member
+        return f"{member.crc:08x}/{member.size}"
 
     def find_suspected_duplicates(self) -> tuple[dict[int, int], dict[int, list[int]]]:
         """Group files by CRC-32 and size; the first of each group (a train copy, when split) represents it."""

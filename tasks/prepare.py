@@ -70,6 +70,10 @@ class PreparedDataset(BaseModel):
     skipped: dict[str, int] = Field(default_factory=dict, description="Files that could not be used, by reason.")
     ignored: dict[str, int] = Field(default_factory=dict, description="Files not meant to be used, by reason.")
     duplicates: int = Field(0, ge=0, description="Files dropped because the same bytes were kept elsewhere.")
+    label_conflicts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Photos found under more than one class, by those classes ('a / b'); none of their copies is used.",
+    )
     converted: int = Field(0, ge=0, description="Images re-encoded to RGB JPEG/PNG or turned upright.")
     notes: list[str] = Field(default_factory=list, description="Things about the data a user should know.")
     reused_from: Path | None = Field(None, description="The cached preparation this run reused, if any.")
@@ -213,6 +217,8 @@ def summarise(
             f"{built.duplicates} duplicate file(s) dropped: only one copy of each content is kept, so no image is "
             "on both sides of the split"
         )
+    for classes, photos in built.label_conflicts.items():
+        notes.append(f"label conflicts: {photos} photo(s) filed under both {classes} were left out of both")
     if catalog.name_encoding not in ("utf-8", "cp437"):
         notes.append(f"file names not marked UTF-8 were read as {catalog.name_encoding}")
     return PreparedDataset(
@@ -226,6 +232,7 @@ def summarise(
         skipped={reason: int(count) for reason, count in sorted(skipped.items())},
         ignored={reason: int(count) for reason, count in sorted(ignored.items())},
         duplicates=built.duplicates,
+        label_conflicts=built.label_conflicts,
         converted=built.converted,
         notes=notes,
     )

@@ -1,4 +1,5 @@
-"""The split follows each photo's content: photos keep their side as a dataset grows, shrinks or is re-zipped."""
+"""The split follows each photo's content: photos keep their side as a dataset grows, shrinks or is re-zipped;
+a photo filed under two classes is used in neither."""
 
 from __future__ import annotations
 
@@ -113,3 +114,33 @@ def test_a_grown_and_rezipped_archive_keeps_each_photos_side(tmp_path):
     left_val = [sha for sha, side in after.items() if side == "train" and before.get(sha) == "val"]
     new_in_val = [sha for sha, side in after.items() if side == "val" and sha not in before]
     assert len(left_val) <= len(new_in_val)
+
+
+@pytest.mark.parametrize("stray", ["aaa_stray", "zzz_stray"])
+def test_a_photo_under_two_classes_is_in_neither_whatever_the_folder_names(tmp_path, stray):
+    entries = {f"pizza/{i:03d}.jpg": photo(i) for i in range(10)}
+    entries |= {f"apple_pie/{i:03d}.jpg": photo(100 + i) for i in range(10)}
+    entries |= {f"{stray}/own_{i}.jpg": photo(200 + i) for i in range(4)}
+    entries |= {f"{stray}/copied_{i}.jpg": photo(i) for i in range(3)}  # three pizzas filed again
+    entries["pizza/also_pie.jpg"] = photo(105)  # one apple pie filed under pizza too
+    prepared = prepare_dataset(write_zip(tmp_path / "d.zip", entries), tmp_path / "run" / "dataset", DataSettings(), 0)
+
+    stray_pair = " / ".join(sorted(["pizza", stray]))
+    assert prepared.label_conflicts == {"apple_pie / pizza": 1, stray_pair: 3}
+    assert prepared.skipped == {"label-conflict": 8} and prepared.duplicates == 0
+    totals = {label: prepared.counts["train"][label] + prepared.counts["val"][label] for label in prepared.classes}
+    assert totals == {"apple_pie": 9, "pizza": 7, stray: 4}
+    table = pd.read_csv(prepared.manifest).set_index("path")
+    conflicts = table[table["reason"] == "label-conflict"]
+    assert set(conflicts.index) == {"pizza/000.jpg", "pizza/001.jpg", "pizza/002.jpg", f"{stray}/copied_0.jpg",
+                                    f"{stray}/copied_1.jpg", f"{stray}/copied_2.jpg", "pizza/also_pie.jpg",
+                                    "apple_pie/005.jpg"}
+    assert (conflicts["status"] == "skipped").all()
+    assert table.loc["pizza/also_pie.jpg", "detail"] == (
+        "the same photo is filed under 'apple_pie' and 'pizza' (also apple_pie/005.jpg); its label is unknown, so "
+        "it is used in none of them"
+    )
+    written = {f"{path.parent.name}/{path.name}" for path in Path(prepared.root).rglob("*.jpg")}
+    assert len(written) == 20
+    assert not written & {"pizza/000.jpg", f"{stray}/copied_0.jpg", "pizza/also_pie.jpg", "apple_pie/005.jpg"}
+    assert f"label conflicts: 3 photo(s) filed under both {stray_pair} were left out of both" in prepared.notes

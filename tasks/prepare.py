@@ -23,7 +23,11 @@ def publish_data_artifacts(prepared: PreparedDataset) -> None:
         key="dataset-counts",
         table=counts.to_dict(orient="records"),
         description=f"{prepared.total:,} images in {len(prepared.classes)} classes ({prepared.layout}, "
-        f"{prepared.split_method} split) from {prepared.files_seen:,} files",
+        f"{prepared.split_method} split) from {prepared.files_seen:,} files"
+        + "".join(
+            f"; {photos} photo(s) under both {classes} left out (label conflict)"
+            for classes, photos in prepared.label_conflicts.items()
+        ),
     )
     table = pd.read_csv(prepared.manifest, keep_default_na=False, dtype=str)
     whole = len(table) <= MANIFEST_ARTIFACT_ROWS

@@ -30,6 +30,10 @@ class PreparedDataset(BaseModel):
     skipped: dict[str, int] = Field(default_factory=dict, description="Files that could not be used, by reason.")
     ignored: dict[str, int] = Field(default_factory=dict, description="Files not meant to be used, by reason.")
     duplicates: int = Field(0, ge=0, description="Files dropped because the same bytes were kept elsewhere.")
+    label_conflicts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Photos found under more than one class, by those classes ('a / b'); none of their copies is used.",
+    )
     converted: int = Field(0, ge=0, description="Images re-encoded to RGB JPEG/PNG or turned upright.")
     notes: list[str] = Field(default_factory=list, description="Things about the data a user should know.")
     reused_from: Path | None = Field(None, description="The cached preparation this run reused, if any.")

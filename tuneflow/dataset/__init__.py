@@ -22,6 +22,7 @@ REASONS = {
     "truncated": "image data cut off before its end",
     "too-small": "shorter side under min_image_size",
     "duplicate": "same bytes as a file that was kept (or skipped)",
+    "label-conflict": "the same photo under two or more classes: its label is unknown, so no copy is used",
     # ignored
     "noise": "system or hidden file (__MACOSX/, .DS_Store, Thumbs.db)",
     "not-an-image-file": "not an image type by its extension (text, video)",

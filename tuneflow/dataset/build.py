@@ -3,7 +3,7 @@
 The split is planned before anything is read, so each image is written once, straight to its side. Planning
 first has a catch: some files only turn out to be unusable (corrupt, too small) when read, and the counts must
 still come out exact (200 of 999 usable images, not 200 of the 1,000 planned). So the split is settled once more
-after reading, from the same seeded order restricted to the usable images, and the few files that change side
+after reading, from the same content order restricted to the usable images, and the few files that change side
 are renamed (a rename in the same folder tree, never a copy). In count mode, images past the count are not read
 at all unless earlier ones fail.
 
@@ -24,7 +24,7 @@ import pandas as pd
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import Candidate, Catalog, GivenSplit
 from tuneflow.dataset.extract import Job, Outcome, extract_jobs
-from tuneflow.dataset.split import SplitError, deal, seeded_order
+from tuneflow.dataset.split import SplitError, content_order, deal
 
 SPLITS: tuple[GivenSplit, ...] = ("train", "val")
 MANIFEST_COLUMNS = ["path", "class", "split", "status", "reason", "detail", "size", "sha256", "width", "height", "file"]
@@ -38,6 +38,8 @@ class Built:
     table: pd.DataFrame  # the manifest
     duplicates: int
     converted: int
+    # Photos found under more than one class, by the classes they are under ("apple_pie / pizza"): left out of all.
+    label_conflicts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Extraction:
     unread: set[int] = field(init=False)  # files that may still be written
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     duplicate_of: dict[int, int] = field(default_factory=dict)
+    conflicting_labels: dict[int, tuple[str, ...]] = field(default_factory=dict)  # representative -> its classes
 
     def __post_init__(self) -> None:
         self.candidates = {candidate.member.index: candidate for candidate in self.catalog.candidates}
@@ -66,11 +69,22 @@ class Extraction:
         for candidate in sorted(self.catalog.candidates, key=lambda c: (c.member.path, c.member.index)):
             by_class[candidate.label].append(candidate.member.index)
         self.order = {
-            label: seeded_order(indexes, self.seed, label) if self.seeded else indexes
+            label: content_order(indexes, self.seed, self.content_of) if self.seeded else indexes
             for label, indexes in sorted(by_class.items())
         }
         self.representative, self.copies = self.find_suspected_duplicates()
         self.unread = set(self.candidates) - set(self.representative)
+
+    def content_of(self, index: int) -> str:
+        """A file's content as the zip's directory states it, so the split is planned before a byte is read.
+
+        CRC-32 and size of the uncompressed bytes: the same photo has the same value in any archive, whatever its
+        name, folder or place in the zip, and two different photos of one class share it with odds of about one
+        in 4 billion per pair of equal size (then the two keep their order by name). Using the SHA-256 instead
+        would mean reading every file before writing any: count mode could no longer leave extra images unread.
+        """
+        member = self.candidates[index].member
+        return f"{member.crc:08x}/{member.size}"
 
     def find_suspected_duplicates(self) -> tuple[dict[int, int], dict[int, list[int]]]:
         """Group files by CRC-32 and size; the first of each group (a train copy, when split) represents it."""
@@ -149,6 +163,7 @@ class Extraction:
             self.outcomes[outcome.index] = outcome
         for index in suspects:
             self.settle_suspect(index)
+        self.leave_out_label_conflicts()
 
     def settle_suspect(self, index: int) -> None:
         """Confirm a suspected duplicate by its SHA-256, or let it be written after all."""
@@ -163,6 +178,34 @@ class Extraction:
             self.unread.add(index)
         else:
             self.duplicate_of[index] = self.representative[index]
+
+    def leave_out_label_conflicts(self) -> None:
+        """Take back every photo whose identical copies sit under different classes: its label is unknown.
+
+        Keeping the copy that sorts first (as a plain duplicate) would let folder names decide the label: a stray
+        folder named to sort first could take hundreds of photos from their real classes. So no copy is used.
+        """
+        for representative, copies in self.copies.items():
+            if representative in self.conflicting_labels:
+                continue
+            same = [copy for copy in copies if self.duplicate_of.get(copy) == representative]
+            labels = tuple(sorted({self.candidates[index].label for index in [representative, *same]}))
+            outcome = self.outcomes[representative]
+            if len(labels) < 2 or outcome.file is None:  # an unreadable photo keeps its own reason
+                continue
+            self.conflicting_labels[representative] = labels
+            os.unlink(self.root / outcome.file)
+            self.outcomes[representative] = outcome._replace(file=None, reason="label-conflict")
+
+    def conflict_detail(self, index: int) -> str:
+        representative = self.duplicate_of.get(index, index)
+        group = [representative, *(c for c in self.copies[representative] if self.duplicate_of.get(c) == representative)]
+        elsewhere = [self.candidates[other].member.path for other in group if other != index]
+        classes = " and ".join(repr(label) for label in self.conflicting_labels[representative])
+        return (
+            f"the same photo is filed under {classes} (also {', '.join(elsewhere)}); its label is unknown, so it "
+            "is used in none of them"
+        )
 
     def usable(self, index: int) -> bool:
         outcome = self.outcomes.get(index)
@@ -208,6 +251,8 @@ class Extraction:
         return f" of {len(order)} files ({sum(reasons.values())} skipped: {listed})"
 
     def skip_reason(self, index: int) -> str | None:
+        if self.duplicate_of.get(index) in self.conflicting_labels:
+            return "label-conflict"
         if index in self.duplicate_of:
             return "duplicate"
         outcome = self.outcomes.get(index)
@@ -235,7 +280,11 @@ class Extraction:
                              height, outcome.file))  # fmt: skip
                 continue
             side = candidate.given_split
-            if index in self.duplicate_of:
+            if self.duplicate_of.get(index, index) in self.conflicting_labels:
+                status, reason, detail = "skipped", "label-conflict", self.conflict_detail(index)
+                original = self.outcomes[self.duplicate_of.get(index, index)]
+                sha256, width, height = original.sha256, original.width, original.height
+            elif index in self.duplicate_of:
                 original = self.outcomes[self.duplicate_of[index]]
                 first = self.candidates[self.duplicate_of[index]]
                 kept_as = f"kept as {original.file}" if original.file else f"skipped: {original.reason}"
@@ -254,7 +303,9 @@ class Extraction:
         table = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS)
         table = table.astype({"width": "Int64", "height": "Int64"})
         table = table.sort_values("path", kind="stable", ignore_index=True)
-        return Built(counts, table, len(self.duplicate_of), converted)
+        conflicts = Counter(" / ".join(labels) for labels in self.conflicting_labels.values())
+        duplicates = sum(1 for index in self.duplicate_of if self.duplicate_of[index] not in self.conflicting_labels)
+        return Built(counts, table, duplicates, converted, dict(sorted(conflicts.items())))
 
 
 def build_dataset(

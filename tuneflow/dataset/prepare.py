@@ -41,7 +41,7 @@ MANIFEST_NAME = "manifest.csv"
 # The record of a finished preparation, inside its dataset folder: a resumed run finds it and reuses the folder.
 PREPARED_RECORD = "prepared.json"
 # Bump when the same archive and settings would now prepare differently, so cached datasets are not reused.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2  # 2: the split follows each photo's content; photos under two classes are left out
 STALE_PARTIAL_SECONDS = 24 * 3600  # a build folder this old belongs to a crashed run, not a running one
 LAYOUT_NAMES = {
     "food-101": "Food-101 (images/<class>/ + meta/)",
@@ -184,6 +184,8 @@ def summarise(
             f"{built.duplicates} duplicate file(s) dropped: only one copy of each content is kept, so no image is "
             "on both sides of the split"
         )
+    for classes, photos in built.label_conflicts.items():
+        notes.append(f"label conflicts: {photos} photo(s) filed under both {classes} were left out of both")
     if catalog.name_encoding not in ("utf-8", "cp437"):
         notes.append(f"file names not marked UTF-8 were read as {catalog.name_encoding}")
     return PreparedDataset(
@@ -197,6 +199,7 @@ def summarise(
         skipped={reason: int(count) for reason, count in sorted(skipped.items())},
         ignored={reason: int(count) for reason, count in sorted(ignored.items())},
         duplicates=built.duplicates,
+        label_conflicts=built.label_conflicts,
         converted=built.converted,
         notes=notes,
     )

@@ -1,10 +1,18 @@
-"""Split one class's images into train and val: deterministic for a seed, by fraction or by exact counts."""
+"""Split one class's images into train and val: by their content and the seed, by fraction or by exact counts.
+
+A photo's side follows from its content, not from its position in the archive: each class is ranked by a hash
+of every photo's content keyed by the seed, and the first val_size(...) of that ranking are held out. So as a
+dataset grows week after week a photo stays where it was: adding photos can move at most as many photos from
+train to val as the validation count grows by (about val_fraction x the photos added), while shuffling a class
+(the previous design) moved about half of the validation set into what the model before had trained on, and the
+champion was then graded on photos it had memorised.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -34,20 +42,25 @@ def val_size(count: int, val_fraction: float) -> int:
     return min(count - 1, max(1, math.floor(count * val_fraction + 0.5)))
 
 
-def seeded_order(items: Sequence[Item], seed: int, label: str) -> list[Item]:
-    """The order in which a class's images are dealt: their given order shuffled by a generator seeded per class.
+def content_rank(content: str, seed: int) -> bytes:
+    """A photo's place in its class's ranking: its content hashed with the seed as the key."""
+    return hashlib.blake2b(content.encode(), digest_size=16, key=f"tuneflow-split/{seed}".encode()).digest()
 
-    Seeding per class keeps each class's split unchanged when other classes are added, removed or resized.
+
+def content_order(items: Sequence[Item], seed: int, content_of: Callable[[Item], str] = str) -> list[Item]:
+    """The order in which a class's images are dealt: by content_rank of content_of(item); ties keep given order.
+
+    The order of one photo relative to another depends only on their two contents and the seed, never on the
+    other photos, their names or their order in the archive, so a class's split is the same however its archive
+    was zipped, and adding photos to a class (or another class) leaves every other photo's rank as it was.
     """
-    ordered = list(items)
-    random.Random(f"{seed}/{label}").shuffle(ordered)
-    return ordered
+    return sorted(items, key=lambda item: content_rank(content_of(item), seed))
 
 
 def deal(
     ordered: Sequence[Item], label: str, val_fraction: float, counts: tuple[int, int] | None = None, why: str = ""
 ) -> Split[Item]:
-    """Deal images, already in seeded order, to val first and then train; `why` explains the count in errors."""
+    """Deal images, already in content order, to val first and then train; `why` explains the count in errors."""
     count = len(ordered)
     have = f"class {label!r} has {count} usable image{'s' if count != 1 else ''}{why}"
     if counts is not None:

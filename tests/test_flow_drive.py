@@ -37,15 +37,6 @@ def drive_settings(emulator, key_path: Path) -> DriveSettings:
     return DriveSettings(key_file=key_path, api_endpoint=emulator.api_endpoint, http_timeout_s=10, retry_base_delay_s=0.01)
 
 
-def save_resnet50_base_weights(destination: Path, image_size: int) -> Path:
-    """Random ResNet50 (no top) weights in Keras' format: stand-ins for ImageNet weights a team puts on Drive."""
-    import keras
-
-    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
-    base.save_weights(destination)
-    return destination
-
-
 @pytest.fixture
 def captured_logs():
     """Every record from the root and Prefect loggers (Prefect's do not propagate to the root)."""
@@ -59,7 +50,8 @@ def captured_logs():
 
 
 def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
-    prefect_server, tiny_archive, drive_emulator, key_file, test_key: TestKey, tmp_path, captured_logs
+    prefect_server, tiny_archive, resnet50_weights_file, drive_emulator, key_file, test_key: TestKey, tmp_path,
+    captured_logs,
 ):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -70,9 +62,8 @@ def test_retrain_from_drive_records_the_file_revision_and_md5_it_trained_on(
     from tuneflow.tasks.fetch import fetch_dataset, fetch_weights
 
     file_id = drive_emulator.add_file("dataset.zip", tiny_archive)
-    weights_id = drive_emulator.add_file(
-        "resnet50-notop.weights.h5", save_resnet50_base_weights(tmp_path / "resnet50-notop.weights.h5", 32)
-    )
+    # Random ResNet50 (no top) weights in Keras' format: stand-ins for ImageNet weights a team puts on Drive.
+    weights_id = drive_emulator.add_file("resnet50-notop.weights.h5", resnet50_weights_file)
     config = RetrainConfig(
         source=f"https://drive.google.com/file/d/{file_id}/view?usp=sharing",  # pasted as users copy it
         data_root=tmp_path / "data",

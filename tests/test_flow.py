@@ -290,8 +290,12 @@ def test_dashboard_gets_the_report_and_a_finished_training_progress(two_runs):
     with get_client(sync_client=True) as client:
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["training-progress"])))
         reports = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retrain-report"])))
-    assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0
-    assert reports and f"{two_runs[1].accuracy:.2%}" in reports[0].data
+    # Each run adds a version under the same keys (other flows on this server too), in no particular order.
+    for run in two_runs:
+        (bar,) = [artifact for artifact in progress if artifact.description == f"training {run.run_dir.name}"]
+        assert bar.type == "progress" and float(bar.data) == 100.0
+        (report,) = [artifact for artifact in reports if artifact.data.startswith(f"# Retraining run {run.run_dir.name}\n")]
+        assert f"{run.accuracy:.2%}" in report.data and run.promotion_reason in report.data
 
 
 def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs):

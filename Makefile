@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test field-check chromium bench clean-runs stack stack-down
+.PHONY: install demo test test-fast field-check chromium bench clean-runs stack stack-down
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ TEST_WORKERS ?= 2
 test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	PYTHON=$(PYTHON) UV=$(BIN)/uv scripts/field_check.sh
+
+# The inner loop while coding (about a minute): every test except the slow ones, which train ResNet50 or start a
+# Prefect server. One process: the fast tests are too short to win back a second worker's start (importing
+# TensorFlow). `make test` still runs everything; run it before pushing.
+test-fast: $(INSTALLED) chromium
+	$(BIN)/python -m pytest -m "not slow"
 
 field-check: $(INSTALLED)
 	PYTHON=$(PYTHON) UV=$(BIN)/uv scripts/field_check.sh

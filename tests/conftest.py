@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # Before Prefect or Keras is imported anywhere: keep their state out of the user's home and off the network.
@@ -19,20 +22,59 @@ import pytest  # noqa: E402
 from tuneflow.sample import write_sample_dataset  # noqa: E402
 
 TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
-# The longest test files, longest first. `make test` hands whole files to two pytest-xdist workers in collection
-# order (--no-loadscope-reorder); a long file handed out last would leave one worker idle at the end.
+# The longest test files, longest first (measured with --durations=0 under `make test`, 2 cores: deployments
+# ~250 s, multi_worker ~235, training_process ~210, flow ~150, training ~85, first_run ~55, predict ~35; all the
+# others together ~60). `make test` hands whole files to two pytest-xdist workers in collection order
+# (--no-loadscope-reorder), each worker holding its current file and the next one; a long file handed out last
+# would leave the other worker idle at the end, so the short ones go last and even out the finish.
 LONGEST_FILES_FIRST = (
-    "test_training_process.py",
     "test_deployments.py",
-    "test_flow.py",
     "test_multi_worker.py",
+    "test_training_process.py",
+    "test_flow.py",
     "test_training.py",
+    "test_first_run.py",
+    "test_predict.py",
 )
+
+
+# Fixtures that start a Prefect server or train ResNet50: a test using one (directly or through another fixture)
+# must be marked slow, or `make test-fast` (-m "not slow") would start servers and train after all.
+SLOW_FIXTURES = ("prefect_server", "local_stack", "two_phase_run")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep pytest's order
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(sorted(set(SLOW_FIXTURES) & set(item.fixturenames)))})"
+        for item in items
+        if set(SLOW_FIXTURES) & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("mark these tests @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder `build(folder)` fills, built once per test run and shared by every xdist worker.
+
+    Each worker has its own session, so a session fixture alone would build it once per worker. The folder lives
+    next to the workers' own temp folders; a lock makes the first worker build it while the others wait, and the
+    build happens in a staging folder renamed into place, so a crashed build leaves nothing half-written behind.
+    """
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = (basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp) / "built-once"
+    shared.mkdir(exist_ok=True)
+    folder = shared / name
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        if not folder.is_dir():
+            staging = shared / f"{name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            build(staging)
+            staging.rename(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -61,21 +103,37 @@ def tiny_dataset(tiny_archive, tmp_path_factory):
     return prepare_dataset(tiny_archive, tmp_path_factory.mktemp("prepared") / "dataset", DataSettings(), seed=0)
 
 
-@pytest.fixture(scope="session")
-def resnet50_weights_file(tmp_path_factory) -> Path:
-    """A ResNet50-without-top weights file, as a team would keep on disk (random values: no download here)."""
+RESNET50_WEIGHTS_FILE = "resnet50_notop.weights.h5"
+
+
+def save_resnet50_weights(folder: Path) -> None:
     import keras
 
-    path = tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5"
-    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
-    return path
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    base.save_weights(folder / RESNET50_WEIGHTS_FILE)
+
+
+@pytest.fixture(scope="session")
+def resnet50_weights_file(tmp_path_factory) -> Path:
+    """A 32-px ResNet50-without-top weights file, as a team would keep on disk (random values: no download here).
+
+    Built once per test run; tests read it and never write to it.
+    """
+    return built_once(tmp_path_factory, "resnet50-weights", save_resnet50_weights) / RESNET50_WEIGHTS_FILE
+
+
+def save_tiny_model(folder: Path) -> None:
+    from tuneflow.model import build_classifier, save_classifier
+
+    model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=1)
+    save_classifier(model, list(TINY_CLASSES), folder)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """An untrained 32-px classifier for TINY_CLASSES, saved once: enough to exercise predict and promotion."""
-    from tuneflow.model import build_classifier, save_classifier
+    """An untrained 32-px classifier for TINY_CLASSES: enough to exercise predict and promotion.
 
-    model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=1)
-    return save_classifier(model, list(TINY_CLASSES), tmp_path_factory.mktemp("tiny-model")).parent
+    Its folder (model.keras, classes.json) is built once per test run; tests read it and never write to it.
+    """
+    return built_once(tmp_path_factory, "tiny-model", save_tiny_model)
 

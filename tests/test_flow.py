@@ -1,17 +1,29 @@
-"""The retrain flow end to end on tiny generated data, under a real (temporary) Prefect server."""
+"""The retrain flow end to end on tiny generated data, under a real (temporary) Prefect server.
+
+Two runs into one data root, on the same photos and seed: the first from the local zip with random weights, the
+second from (emulated) Google Drive, with the ResNet50 weights on Drive too. The real pydrive2 client authenticates
+with a generated service-account key and downloads through `tests/drive_emulator.py`; the second run must record
+which Drive file, revision and MD5 it trained on, and be compared with the first on the same validation images.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.drive_emulator import DriveEmulator
+from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, TestKey, service_account_info, test_key  # noqa: F401 (fixture)
 from tuneflow.cli import main
-from tuneflow.config import DataSettings, RetrainConfig, TrainingSettings
+from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, TrainingSettings
+from tuneflow.tasks.fetch import DATASET_PROGRESS_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +38,67 @@ def tiny_config(archive: Path, data_root: Path, **changes) -> RetrainConfig:
     return RetrainConfig(source=str(archive), data_root=data_root, training=TINY_TRAINING, **changes)
 
 
+class AllRecords(logging.Handler):
+    """Every record from the root and Prefect loggers (Prefect's do not propagate to the root)."""
+
+    loggers = ("", "prefect")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@dataclass
+class OnDrive:
+    """The emulator the second run fetched from, what it holds, and every log record since it started."""
+
+    emulator: DriveEmulator
+    file_id: str
+    weights_id: str
+    config: RetrainConfig
+    logs: AllRecords
+
+
 @pytest.fixture(scope="module")
-def two_runs(prefect_server, tiny_archive, tmp_path_factory):
-    """The same config run twice into one data root."""
+def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_factory) -> Iterator[OnDrive]:
+    """The tiny archive and random ResNet50 (no top) weights on the Drive emulator: stand-ins for the photos and
+    the ImageNet weights a team puts on Drive; the config of a run that fetches both, with a pasted share link."""
+    logs = AllRecords()
+    with pytest.MonkeyPatch.context() as patch, DriveEmulator() as emulator:
+        # A proxy set on the machine must not intercept loopback requests.
+        patch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        patch.setenv("no_proxy", "127.0.0.1,localhost")
+        emulator.register_service_account(SERVICE_ACCOUNT_EMAIL, test_key.private_key.public_key())
+        key_file = tmp_path_factory.mktemp("drive-key") / "service-account.json"
+        key_file.write_text(json.dumps(service_account_info(test_key, emulator.token_uri)))
+        file_id = emulator.add_file("dataset.zip", tiny_archive)
+        weights_id = emulator.add_file("resnet50-notop.weights.h5", resnet50_weights_file)
+        config = RetrainConfig(
+            source=f"https://drive.google.com/file/d/{file_id}/view?usp=sharing",  # pasted as users copy it
+            data_root=tmp_path_factory.mktemp("data"),
+            training=TrainingSettings(weights=f"drive://{weights_id}", image_size=32, batch_size=4, epochs=1,
+                                      fine_tune_epochs=0),
+            drive=DriveSettings(key_file=key_file, api_endpoint=emulator.api_endpoint, http_timeout_s=10,
+                                retry_base_delay_s=0.01),
+        )
+        for name in AllRecords.loggers:
+            logging.getLogger(name).addHandler(logs)
+        try:
+            yield OnDrive(emulator=emulator, file_id=file_id, weights_id=weights_id, config=config, logs=logs)
+        finally:
+            for name in AllRecords.loggers:
+                logging.getLogger(name).removeHandler(logs)
+
+
+@pytest.fixture(scope="module")
+def two_runs(prefect_server, tiny_archive, on_drive):
+    """The same photos and seed run twice into one data root: from the local zip, then from Drive."""
     from tuneflow.flows.retrain import retrain
 
-    data_root = tmp_path_factory.mktemp("data")
-    config = tiny_config(tiny_archive, data_root)
-    return retrain(config), retrain(config)
+    return retrain(tiny_config(tiny_archive, on_drive.config.data_root)), retrain(on_drive.config)
 
 
 def split_listing(run_dir: Path) -> list[str]:
@@ -114,7 +179,7 @@ def test_first_run_is_promoted_second_is_compared_with_it_on_the_same_images(two
     assert second.promotion_reason in (second.run_dir / "report.md").read_text()
 
 
-def test_split_is_stratified_and_the_same_for_the_same_seed(two_runs, tiny_archive):
+def test_split_is_stratified_and_the_same_for_the_same_photos_and_seed(two_runs, tiny_archive):
     first, second = (summary.run_dir for summary in two_runs)
     assert split_listing(first) == split_listing(second)
     for class_name in ["apple_pie", "pizza", "sashimi"]:
@@ -129,6 +194,60 @@ def test_second_run_gets_its_own_folder(two_runs):
     first, second = (summary.run_dir for summary in two_runs)
     assert first != second and first.parent == second.parent
     assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, second.name])
+
+
+def test_second_run_records_the_drive_file_revision_and_md5_it_trained_on(two_runs, on_drive, tiny_archive):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    second, drive, file_id = two_runs[1], on_drive.emulator, on_drive.file_id
+    head = drive.files[file_id].head
+    metrics = json.loads((second.run_dir / "metrics.json").read_text())
+    assert metrics["data"]["drive_file_id"] == file_id
+    assert metrics["data"]["drive_revision"] == head.id
+    assert metrics["data"]["md5"] == head.md5
+    assert metrics["data"]["source"] == f"drive://{file_id}"
+    report = (second.run_dir / "report.md").read_text()
+    assert f"| Drive file ID | {file_id} |" in report
+    assert f"| Drive revision | {head.id} |" in report
+    assert f"| archive MD5 | {head.md5} |" in report
+    cached = on_drive.config.data_root / "cache" / "drive" / file_id / head.md5 / "dataset.zip"
+    assert cached.read_bytes() == tiny_archive.read_bytes()
+    assert second.weights == f"drive://{on_drive.weights_id}"
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[DATASET_PROGRESS_KEY])))
+    assert artifacts and artifacts[0].type == "progress" and float(artifacts[0].data) == 100.0
+
+
+def test_the_next_runs_fetch_finds_both_drive_files_in_the_cache(two_runs, on_drive):
+    """The next run's fetch steps, in a flow of their own (no training again), download nothing."""
+    from prefect import flow
+
+    from tuneflow.tasks.fetch import fetch_dataset, fetch_weights
+
+    @flow
+    def fetch_again(config: RetrainConfig):
+        return fetch_dataset(config.source, config.drive, config.data_root), fetch_weights(
+            config.training.weights, config.drive, config.data_root
+        )
+
+    head = on_drive.emulator.files[on_drive.file_id].head
+    media_requests = on_drive.emulator.count("media")
+    again, weights_path = fetch_again(on_drive.config)
+    assert on_drive.emulator.count("media") == media_requests
+    cached = on_drive.config.data_root / "cache" / "drive" / on_drive.file_id / head.md5 / "dataset.zip"
+    assert (again.path, again.drive_revision) == (cached.resolve(), head.id)
+    assert weights_path.parent.parent.name == on_drive.weights_id
+
+
+def test_the_private_key_reaches_no_log_and_no_run_file(two_runs, on_drive, test_key: TestKey):
+    runs = on_drive.config.data_root / "runs"
+    written = "\n".join(path.read_text(errors="replace") for path in runs.rglob("*.json"))
+    written += "\n".join(path.read_text() for path in runs.rglob("*.md"))
+    assert on_drive.logs.lines and written
+    for text in ("\n".join(on_drive.logs.lines), written):
+        assert not any(line in text for line in test_key.secret_lines), "the private key leaked into a log or a run file"
 
 
 def test_missing_source_fails_with_its_path(prefect_server, tmp_path):
@@ -171,8 +290,12 @@ def test_dashboard_gets_the_report_and_a_finished_training_progress(two_runs):
     with get_client(sync_client=True) as client:
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["training-progress"])))
         reports = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retrain-report"])))
-    assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0
-    assert reports and f"{two_runs[1].accuracy:.2%}" in reports[0].data
+    # Each run adds a version under the same keys (other flows on this server too), in no particular order.
+    for run in two_runs:
+        (bar,) = [artifact for artifact in progress if artifact.description == f"training {run.run_dir.name}"]
+        assert bar.type == "progress" and float(bar.data) == 100.0
+        (report,) = [artifact for artifact in reports if artifact.data.startswith(f"# Retraining run {run.run_dir.name}\n")]
+        assert f"{run.accuracy:.2%}" in report.data and run.promotion_reason in report.data
 
 
 def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs):

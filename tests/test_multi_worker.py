@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,13 +52,17 @@ def train_on_two_workers(job: TrainingJob) -> tuple[TrainedModel, list[dict], di
     return result, chief_events, second_result
 
 
-def assert_same_trained_weights(run_dir: Path) -> None:
-    """Gradients are all-reduced across the processes, so the chief and worker 1 hold the same trained weights."""
+def assert_same_trained_weights(run_dir: Path) -> keras.Model:
+    """Gradients are all-reduced across the processes, so the chief and worker 1 hold the same trained weights.
+
+    Returns the chief's model.
+    """
     chief_model, classes = load_classifier(run_dir)
     worker_model, _ = load_classifier(run_dir / "workers" / "1")
     assert classes == ["apple_pie", "pizza", "sashimi"]
     for chief_weight, worker_weight in zip(chief_model.trainable_weights, worker_model.trainable_weights, strict=True):
         np.testing.assert_allclose(np.asarray(chief_weight), np.asarray(worker_weight), atol=1e-6)
+    return chief_model
 
 
 def epochs_trained(events: list[dict]) -> list[int]:
@@ -86,11 +91,11 @@ def test_multi_worker_training_with_two_processes_on_localhost_and_resuming_toge
     assert result.epochs_run == 2 and epochs_trained(chief_events) == [1, 2]
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and history["accuracy"].between(0, 1).all()
-    assert_same_trained_weights(tmp_path)
+    chief_model = assert_same_trained_weights(tmp_path)
     # ... and that is not the starting point: the second epoch moved them.
     after_first_epoch, _ = build_classifier(3, 32, None, 0.2, 0)
     after_first_epoch.load_weights(tmp_path / "checkpoints" / "epoch-0001.weights.h5")
-    head_kernel = load_classifier(tmp_path)[0].get_layer("classes").kernel
+    head_kernel = chief_model.get_layer("classes").kernel
     assert not np.allclose(np.asarray(after_first_epoch.get_layer("classes").kernel), np.asarray(head_kernel))
 
     # Worker 1 died while saving epoch 2: its last checkpoint is epoch 1, the chief's epoch 2. Restarted (with a

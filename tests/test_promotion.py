@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from tests.records import training_record
 from tuneflow.config import PromotionSettings
 from tuneflow.evaluation import predict_folder_split
-from tuneflow.model import CLASSES_FILE, MODEL_FILE
+from tuneflow.model import CLASSES_FILE, MODEL_FILE, find_model_folder
 from tuneflow.promotion import (
     BASELINE_PREDICTIONS_FILE,
     Baseline,
@@ -164,7 +166,30 @@ def test_dangling_pointer_is_explained(tmp_path):
 # --- the promote step with real models ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained_once(tiny_dataset, tiny_model):
+def load_each_model_once():
+    """Every run here holds a copy of the same model file: deserialise it once, not once per re-evaluation.
+
+    Loading ResNet50 (and tracing its predict function) takes seconds on our CPUs; these tests are about what
+    promotion does with the scores. Each re-evaluation still predicts the run's validation images.
+    """
+    evaluate = sys.modules[predict_folder_split.__module__]
+    real_load = evaluate.load_classifier
+    loaded: dict[tuple[str, str], tuple] = {}
+
+    def load_once(folder):
+        folder = find_model_folder(folder)
+        key = (hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest(), (folder / CLASSES_FILE).read_text())
+        if key not in loaded:
+            loaded[key] = real_load(folder)
+        return loaded[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate, "load_classifier", load_once)
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def trained_once(tiny_dataset, tiny_model, load_each_model_once):
     """A tiny untrained classifier and the validation split it is scored on (promotion compares, not trains)."""
     predictions = predict_folder_split(tiny_model, tiny_dataset.root)
     return tiny_dataset, tiny_model, float(predictions["correct"].mean())

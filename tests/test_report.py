@@ -203,6 +203,7 @@ def read_artifacts(key: str) -> list:
     return asyncio.run(read())
 
 
+@pytest.mark.slow  # starts a Prefect server
 def test_dashboard_artifacts_under_stable_keys(run, prefect_server):
     from prefect import flow
 

@@ -1,6 +1,6 @@
 """report.html: one self-contained page (figures and thumbnails embedded as data: URIs) that opens anywhere.
 
-`render_html` is a pure function of a ReportContent: what to show is decided by the report task, the numbers and
+`render_html` is a pure function of a ReportContent: what to show is decided by tuneflow.report.gather_report, the numbers and
 sentences here, the markup in templates/report.html.j2 (and its report.css). The template environment escapes
 every value it prints, so a class name, file name or source from an archive shows as text and never as markup.
 """

@@ -77,9 +77,33 @@ def test_a_training_set_smaller_than_one_batch_fails_before_waiting_for_the_othe
         run_training_process(job, lambda event: None, 120, {"TF_CONFIG": worker_config(workers, 0)})
 
 
+def leave_checkpoints_of_a_crash(run_dir: Path) -> np.ndarray:
+    """What a two-machine run leaves when worker 1 dies while saving epoch 2: the chief has finished epochs 1 and 2,
+    worker 1 only epoch 1 (each machine keeps its own checkpoints). The weights of epoch 1 are the same on both, as
+    all-reduced training leaves them; they come from the model training builds, saved the way training saves them.
+    Returns epoch 1's head kernel.
+    """
+    model, _ = build_classifier(3, 32, None, 0.2, 0)
+    for folder, epochs in ((run_dir / "checkpoints", (1, 2)), (run_dir / "workers" / "1" / "checkpoints", (1,))):
+        folder.mkdir(parents=True)
+        for epoch in epochs:
+            model.save_weights(folder / f"epoch-{epoch:04d}.weights.h5")
+        (folder / "state.json").write_text(json.dumps({"epochs_done": epochs[-1], "phase": "full"}))
+    (run_dir / "history.csv").write_text(
+        "epoch,phase,loss,accuracy,val_loss,val_accuracy,seconds\n1,full,1.1,0.3,1.1,0.3,1.0\n2,full,1.0,0.4,1.1,0.3,1.0\n"
+    )
+    return np.asarray(model.get_layer("classes").kernel)
+
+
 @pytest.mark.slow
-def test_multi_worker_training_with_two_processes_on_localhost_and_resuming_together(tiny_dataset, tmp_path):
-    settings = TrainingSettings(weights="none", epochs=2, **TINY)
+def test_two_processes_on_localhost_resume_together_and_train_the_same_weights(tiny_dataset, tmp_path):
+    """One two-process run covers both: resuming after a crash, then training epochs 2 and 3 across the machines.
+
+    (A run from scratch on two processes traces and trains ResNet50 twice more; every step it has, waiting for the
+    other machine, agreeing, training, all-reducing, saving on each, happens in this run too.)
+    """
+    epoch_one_head = leave_checkpoints_of_a_crash(tmp_path)
+    settings = TrainingSettings(weights="none", epochs=3, **TINY)
     job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
     result, chief_events, second_result = train_on_two_workers(job)
 
@@ -88,24 +112,11 @@ def test_multi_worker_training_with_two_processes_on_localhost_and_resuming_toge
     assert "TF_CONFIG describes 2 machines" in waiting and "python -m tuneflow.train_worker" in waiting
     start = describe_event(next(e for e in chief_events if e["event"] == "start"))
     assert "(2 replica(s), worker 0 of 2 machines, float32)" in start
-    assert result.epochs_run == 2 and epochs_trained(chief_events) == [1, 2]
+    # The chief had finished epoch 2, worker 1 only epoch 1: both go back to epoch 1, the last they both finished.
+    assert result.resumed_from_epoch == second_result["resumed_from_epoch"] == 1
+    assert result.epochs_run == 3 and epochs_trained(chief_events) == [2, 3]
     history = pd.read_csv(tmp_path / "history.csv")
-    assert history["epoch"].tolist() == [1, 2] and history["accuracy"].between(0, 1).all()
+    assert history["epoch"].tolist() == [1, 2, 3] and history["accuracy"].between(0, 1).all()
     chief_model = assert_same_trained_weights(tmp_path)
-    # ... and that is not the starting point: the second epoch moved them.
-    after_first_epoch, _ = build_classifier(3, 32, None, 0.2, 0)
-    after_first_epoch.load_weights(tmp_path / "checkpoints" / "epoch-0001.weights.h5")
-    head_kernel = chief_model.get_layer("classes").kernel
-    assert not np.allclose(np.asarray(after_first_epoch.get_layer("classes").kernel), np.asarray(head_kernel))
-
-    # Worker 1 died while saving epoch 2: its last checkpoint is epoch 1, the chief's epoch 2. Restarted (with a
-    # third epoch asked for), both go back to epoch 1, the last one they both finished.
-    worker_checkpoints = tmp_path / "workers" / "1" / "checkpoints"
-    (worker_checkpoints / "epoch-0002.weights.h5").unlink()
-    (worker_checkpoints / "state.json").write_text(json.dumps({"epochs_done": 1, "phase": "full"}))
-    longer = job.model_copy(update={"settings": settings.model_copy(update={"epochs": 3})})
-    resumed, chief_events, second_result = train_on_two_workers(longer)
-    assert resumed.resumed_from_epoch == second_result["resumed_from_epoch"] == 1
-    assert epochs_trained(chief_events) == [2, 3]
-    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1, 2, 3]
-    assert_same_trained_weights(tmp_path)
+    # ... and that is not where they started: the two epochs trained together moved the weights.
+    assert not np.allclose(epoch_one_head, np.asarray(chief_model.get_layer("classes").kernel))

@@ -14,7 +14,8 @@ from tuneflow.tasks.report import write_report
 from tuneflow.tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
 from tuneflow.records import RunSummary
-from tuneflow.runs import open_run_dir
+from tuneflow.runs import check_archive_of_run, earlier_run_for_upload, open_run_dir
+from tuneflow.sources import parse_drive_source
 
 
 def for_drive_upload(config: RetrainConfig, drive_file_id: str | None) -> RetrainConfig:
@@ -31,13 +32,19 @@ def retrain(
     """Fine-tune ResNet50 on the configured dataset.zip, report how well it does and promote it if it is better.
 
     `drive_file_id` and `drive_revision` come from the Drive sensor's event (the deployment's trigger): train on
-    that file, and say so if Drive has moved on to a newer revision since the sensor saw it.
+    that file, and say so if Drive has moved on to a newer revision since the sensor saw it. A revision that
+    already produced a model version is not trained again: the run ends at once, pointing at that version.
     """
     config = for_drive_upload(config, drive_file_id)
+    watched_file = parse_drive_source(config.source)
+    if drive_revision and watched_file and config.resume_run_id is None:
+        if (earlier := earlier_run_for_upload(config.data_root, watched_file, drive_revision)) is not None:
+            print(earlier.promotion_reason)
+            return earlier
     run_dir = open_run_dir(config.data_root, config.resume_run_id, config.allow_ephemeral_data_root)
-    (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
-
     archive = fetch_dataset(config.source, config.drive, config.data_root)
+    check_archive_of_run(run_dir, archive)  # before anything of a resumed run is overwritten
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
     if drive_revision and archive.drive_revision != drive_revision:
         # Drive serves only the head revision: someone uploaded again after the sensor looked. Train on the
         # newest; the sensor's next tick triggers another run for it, which the concurrency limit queues.
@@ -46,7 +53,7 @@ def retrain(
     dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed)
     trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir)
     evaluation = evaluate_model(trained, dataset, archive, run_dir)
-    decision = promote(trained, evaluation, dataset, config.promotion, config.data_root, run_dir)
+    decision = promote(trained, evaluation, dataset, config.promotion, config.data_root, run_dir, archive)
     report = write_report(run_dir, config, archive, dataset, trained, evaluation, decision)
 
     return RunSummary(

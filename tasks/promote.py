@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
+from tuneflow.archives import FetchedArchive
 from tuneflow.config import PromotionSettings
 from tuneflow.promotion import PromotionDecision, promote_trained_model
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
@@ -20,8 +21,10 @@ def promote(
     settings: PromotionSettings,
     data_root: Path,
     run_dir: Path,
+    archive: FetchedArchive,
 ) -> PromotionDecision:
-    """Keep the new model as a version and make it current if it is at least as good as the model in use."""
-    decision = promote_trained_model(trained, evaluation, dataset, settings, data_root, run_dir)
-    get_run_logger().info(decision.summary)
+    """Keep the new model as a version and make it current if it beats the model in use on photos it never saw."""
+    logger = get_run_logger()
+    decision = promote_trained_model(trained, evaluation, dataset, settings, data_root, run_dir, archive, logger.info)
+    logger.info(decision.summary)
     return decision

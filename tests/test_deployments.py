@@ -17,9 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,13 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
             stop_process_group(stack.processes[name], grace_seconds=20)
     leftovers = [name for name, process in stack.processes.items() if process.poll() is None]
     assert not leftovers, f"still running after the test: {leftovers}"
+
+
+def post_json(url: str, payload) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    urllib.request.urlopen(request, timeout=30).close()
 
 
 def wait_for_final_state(client, flow_run_id, timeout_s: float, stack: LocalStack, worker: str):
@@ -288,6 +297,27 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         time.sleep(10)
         assert len(triggered_retrain_runs(client, retrain.id)) == 1
 
+        # 5. The same upload under a new event id, as after Prefect's 30-minute event-id cache expired or the server
+        # restarted: the trigger starts a run, and that run ends at once, Completed, pointing at the version made.
+        (earlier,) = events
+        resent = {**earlier.model_dump(mode="json", exclude={"received"}), "id": str(uuid.uuid4()),
+                  "occurred": datetime.now(timezone.utc).isoformat()}
+        post_json(f"{stack.api_url}/events", [resent])
+        deadline = time.monotonic() + 120
+        while len(triggered := triggered_retrain_runs(client, retrain.id)) < 2:
+            assert time.monotonic() < deadline, "the re-sent upload event started no retrain run"
+            time.sleep(1)
+        repeat = [candidate for candidate in triggered if candidate.id != run.id][0]
+        repeat = wait_for_final_state(client, repeat.id, RETRAIN_RUN_TIMEOUT_S, stack, "worker-gpu")
+        assert repeat.state.is_completed(), f"ended {repeat.state_name}: {repeat.state.message}"
+        expected = f"revision {second_revision} was already trained into model version {run_dirs[0].name}"
+        deadline = time.monotonic() + 30  # a run's last log lines reach the API a moment after its final state
+        while expected not in (logs := run_logs(client, repeat.id)):
+            assert time.monotonic() < deadline, f"{logs}\n{stack.log_tail('worker-gpu')}"
+            time.sleep(1)
+        assert "this run trained nothing" in logs
+        assert list((data_root / "runs").iterdir()) == run_dirs  # no second training
+
         # The weekly schedule queued its next runs, Mondays at 03:00 UTC.
         scheduled = [
             run for run in client.read_flow_runs() if run.deployment_id == retrain.id and run.state_name == "Scheduled"
@@ -297,7 +327,7 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
             (run.expected_start_time.weekday(), run.expected_start_time.hour) == (0, 3) for run in scheduled
         ), [run.expected_start_time for run in scheduled]
 
-        # 5. Cancelling a run from the dashboard while it trains stops its training process, freeing the GPU.
+        # 6. Cancelling a run from the dashboard while it trains stops its training process, freeing the GPU.
         long_training = tiny.model_copy(update={"training": tiny.training.model_copy(update={"epochs": 500})})
         created = client.create_flow_run_from_deployment(
             retrain.id, parameters={"config": long_training.model_dump(mode="json")}

@@ -1,13 +1,16 @@
 """The retrain flow end to end on tiny generated data, under a real (temporary) Prefect server.
 
-Two runs into one data root, on the same photos and seed: the first from the local zip with random weights, the
-second from (emulated) Google Drive, with the ResNet50 weights on Drive too. The real pydrive2 client authenticates
-with a generated service-account key and downloads through `tests/drive_emulator.py`; the second run must record
-which Drive file, revision and MD5 it trained on, and be compared with the first on the same validation images.
+Two revisions of a dataset through two runs into one data root, with one seed: revision 1 from the local zip with
+random weights (model A, promoted), then revision 2 from (emulated) Google Drive, with the ResNet50 weights on
+Drive too: revision 1 plus 20 % new photos in one class and one photo removed from another, as a week of uploads
+leaves it. The real pydrive2 client authenticates with a generated service-account key and downloads through
+`tests/drive_emulator.py`; the second run must record which Drive file, revision and MD5 it trained on, and grade
+model A only on validation photos A never trained on.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import zipfile
@@ -18,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from PIL import Image, ImageOps
 
 from tests.drive_emulator import DriveEmulator
 from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, TestKey, service_account_info, test_key  # noqa: F401 (fixture)
@@ -51,6 +56,28 @@ class AllRecords(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+GROWN_CLASS, SHRUNK_CLASS, UNCHANGED_CLASS = "pizza", "apple_pie", "sashimi"
+
+
+def second_revision(archive: Path) -> bytes:
+    """Revision 1 with two new photos in GROWN_CLASS (20 % of its 10) and the first photo of SHRUNK_CLASS gone.
+
+    The new photos are mirror images of two existing ones: new bytes, as a new photo of the same dish would be.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(buffer, "w") as target:
+        names = source.namelist()
+        removed = sorted(name for name in names if f"/{SHRUNK_CLASS}/" in name)[0]
+        for name in names:
+            if name != removed:
+                target.writestr(name, source.read(name))
+        for number, name in enumerate(sorted(name for name in names if f"/{GROWN_CLASS}/" in name)[:2]):
+            mirrored = io.BytesIO()
+            ImageOps.mirror(Image.open(io.BytesIO(source.read(name)))).save(mirrored, "JPEG", quality=90)
+            target.writestr(name.rsplit("/", 1)[0] + f"/new-upload-{number}.jpg", mirrored.getvalue())
+    return buffer.getvalue()
+
+
 @dataclass
 class OnDrive:
     """The emulator the second run fetched from, what it holds, and every log record since it started."""
@@ -58,6 +85,7 @@ class OnDrive:
     emulator: DriveEmulator
     file_id: str
     weights_id: str
+    archive: bytes  # what the Drive file holds: the second revision
     config: RetrainConfig
     logs: AllRecords
 
@@ -74,7 +102,9 @@ def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_fa
         emulator.register_service_account(SERVICE_ACCOUNT_EMAIL, test_key.private_key.public_key())
         key_file = tmp_path_factory.mktemp("drive-key") / "service-account.json"
         key_file.write_text(json.dumps(service_account_info(test_key, emulator.token_uri)))
-        file_id = emulator.add_file("dataset.zip", tiny_archive)
+        revision_2 = tmp_path_factory.mktemp("revision-2") / "dataset.zip"
+        revision_2.write_bytes(second_revision(tiny_archive))
+        file_id = emulator.add_file("dataset.zip", revision_2)
         weights_id = emulator.add_file("resnet50-notop.weights.h5", resnet50_weights_file)
         config = RetrainConfig(
             source=f"https://drive.google.com/file/d/{file_id}/view?usp=sharing",  # pasted as users copy it
@@ -87,7 +117,8 @@ def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_fa
         for name in AllRecords.loggers:
             logging.getLogger(name).addHandler(logs)
         try:
-            yield OnDrive(emulator=emulator, file_id=file_id, weights_id=weights_id, config=config, logs=logs)
+            yield OnDrive(emulator=emulator, file_id=file_id, weights_id=weights_id, archive=revision_2.read_bytes(),
+                          config=config, logs=logs)
         finally:
             for name in AllRecords.loggers:
                 logging.getLogger(name).removeHandler(logs)
@@ -95,7 +126,7 @@ def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_fa
 
 @pytest.fixture(scope="module")
 def two_runs(prefect_server, tiny_archive, on_drive):
-    """The same photos and seed run twice into one data root: from the local zip, then from Drive."""
+    """Revision 1 from the local zip, then revision 2 from Drive, into one data root with one seed."""
     from tuneflow.flows.retrain import retrain
 
     return retrain(tiny_config(tiny_archive, on_drive.config.data_root)), retrain(on_drive.config)
@@ -133,10 +164,12 @@ def test_report_and_artifacts_summarise_the_data(two_runs):
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-counts", "dataset-manifest"]))
         )
-    tables = {artifact.key: json.loads(artifact.data) for artifact in artifacts}
-    assert {"class": "all classes", "train": 24, "val": 6, "total": 30} in tables["dataset-counts"]
+    # Both runs published under these keys; the first run's tables are among them.
+    counts = [json.loads(artifact.data) for artifact in artifacts if artifact.key == "dataset-counts"]
+    manifests = [json.loads(artifact.data) for artifact in artifacts if artifact.key == "dataset-manifest"]
+    assert any({"class": "all classes", "train": 24, "val": 6, "total": 30} in table for table in counts)
     manifest = pd.read_csv(two_runs[0].run_dir / "manifest.csv", keep_default_na=False, dtype=str)
-    assert len(tables["dataset-manifest"]) == len(manifest) == 33
+    assert len(manifest) == 33 and 33 in [len(table) for table in manifests]
 
 
 def test_accuracy_is_the_share_of_correct_predictions(two_runs):
@@ -162,26 +195,72 @@ def test_predict_matches_the_evaluation_row(two_runs, capsys):
         assert probability == pytest.approx(row[f"p_{class_name}"], rel=1e-3, abs=1e-6)
 
 
-def test_first_run_is_promoted_second_is_compared_with_it_on_the_same_images(two_runs):
-    from tuneflow.promotion import current_version, list_versions
+def side_of_each_photo(run_dir: Path) -> dict[str, str]:
+    """SHA-256 -> train or val, from the run's manifest."""
+    manifest = pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
+    kept = manifest[manifest["status"] == "kept"]
+    return dict(zip(kept["sha256"], kept["split"]))
+
+
+def test_model_a_is_graded_only_on_photos_it_never_trained_on(two_runs):
+    from tuneflow.model_registry import TRAINING_PHOTOS_FILE, current_version, list_versions, models_dir
 
     first, second = two_runs
     data_root = first.run_dir.parent.parent
     assert first.promoted and "no model was in use yet" in first.promotion_reason
     assert list_versions(data_root) == [first.model_version, second.model_version] == [first.run_dir.name,
                                                                                           second.run_dir.name]
-    # Same seed, same split: re-scoring the first model on the second run's validation images gives its own score.
+    # A's training manifest, kept in its version folder, is exactly what run A trained on.
+    a_trained = pd.read_csv(models_dir(data_root) / first.model_version / TRAINING_PHOTOS_FILE, dtype=str)
+    a_sides = side_of_each_photo(first.run_dir)
+    assert set(a_trained["sha256"]) == {sha for sha, side in a_sides.items() if side == "train"}
+    # B's comparison file holds only B's validation photos that A never trained on...
+    b_sides = side_of_each_photo(second.run_dir)
+    b_manifest = pd.read_csv(second.run_dir / "manifest.csv", dtype=str, keep_default_na=False)
+    sha_of_file = dict(zip(b_manifest["file"], b_manifest["sha256"]))
     in_use = pd.read_csv(second.run_dir / "current_model_predictions.csv")
-    assert in_use["correct"].mean() == pytest.approx(first.accuracy)
-    assert f"{first.accuracy:.2%} for the model in use ({first.model_version})" in second.promotion_reason
-    assert second.promoted == (second.accuracy >= first.accuracy)
+    compared = {sha_of_file[path] for path in in_use["path"]}
+    assert len(compared) == len(in_use) and not compared & set(a_trained["sha256"])
+    b_val = {sha for sha, side in b_sides.items() if side == "val"}
+    assert compared == b_val - set(a_trained["sha256"])
+    # ... and says so everywhere a reader looks: metrics.json, the decision, report.md, report.html.
+    left_out = len(b_val) - len(compared)
+    paired = json.loads((second.run_dir / "metrics.json").read_text())["promotion"]["comparison"]
+    assert (paired["compared"], paired["left_out"]) == (len(compared), left_out)
+    assert paired["both_right"] + paired["only_new_right"] + paired["only_old_right"] + paired["both_wrong"] == len(compared)
+    assert f"for the model in use ({first.model_version}) on the {len(compared)} validation photos" in second.promotion_reason
+    report = (second.run_dir / "report.md").read_text()
+    section = report.split("## Compared with the model in use", 1)[1].split("\n## ", 1)[0]
+    assert f"on {len(compared)} validation photos it never trained on" in section
+    assert f"| new model right | {paired['both_right']} | {paired['only_new_right']} |" in section
+    assert f"| new model wrong | {paired['only_old_right']} | {paired['both_wrong']} |" in section
+    assert "McNemar exact p" in section
+    html = (second.run_dir / "report.html").read_text()
+    assert f'<b id="compared-count">{len(compared)}</b>' in html and 'id="paired-table"' in html
     assert current_version(data_root) == second.current_version
-    assert second.promotion_reason in (second.run_dir / "report.md").read_text()
+    assert second.promotion_reason in report
 
 
-def test_split_is_stratified_and_the_same_for_the_same_photos_and_seed(two_runs, tiny_archive):
+def test_photos_keep_their_side_across_revisions(two_runs):
+    """Adding two photos to pizza moves none of A's training photos into validation (its validation count stays
+    2 of 12); removing one apple_pie photo can move at most one, the one that takes a removed photo's place."""
     first, second = (summary.run_dir for summary in two_runs)
-    assert split_listing(first) == split_listing(second)
+    a_sides, b_sides = side_of_each_photo(first), side_of_each_photo(second)
+    b_manifest = pd.read_csv(second / "manifest.csv", dtype=str, keep_default_na=False)
+    b_class = dict(zip(b_manifest["sha256"], b_manifest["class"]))
+    moved = {name: 0 for name in (GROWN_CLASS, SHRUNK_CLASS, UNCHANGED_CLASS)}
+    for sha, side in b_sides.items():
+        if a_sides.get(sha) == "train" and side == "val":
+            moved[b_class[sha]] += 1
+    removed_from_val = sum(1 for sha, side in a_sides.items() if sha not in b_sides and side == "val")
+    assert moved[GROWN_CLASS] == 0 and moved[UNCHANGED_CLASS] == 0
+    assert moved[SHRUNK_CLASS] <= removed_from_val
+    unchanged = sorted(sha for sha in b_sides if b_class[sha] == UNCHANGED_CLASS)
+    assert [a_sides[sha] for sha in unchanged] == [b_sides[sha] for sha in unchanged]
+
+
+def test_split_is_stratified_and_keeps_every_photo(two_runs, tiny_archive):
+    first = two_runs[0].run_dir
     for class_name in ["apple_pie", "pizza", "sashimi"]:
         assert len(list((first / "dataset" / "train" / class_name).iterdir())) == 8
         assert len(list((first / "dataset" / "val" / class_name).iterdir())) == 2
@@ -190,13 +269,46 @@ def test_split_is_stratified_and_the_same_for_the_same_photos_and_seed(two_runs,
     assert {Path(p).name for p in split_listing(first)} == in_zip
 
 
+def test_an_upload_already_trained_on_is_not_trained_again(two_runs, on_drive):
+    """What the upload trigger does when it fires twice for one revision: the run ends at once, naming the version."""
+    from tuneflow.flows.retrain import retrain
+
+    second = two_runs[1]
+    runs_before = sorted(second.run_dir.parent.iterdir())
+    head = on_drive.emulator.files[on_drive.file_id].head
+    again = retrain(on_drive.config, drive_file_id=on_drive.file_id, drive_revision=head.id)
+    assert again.already_trained and again.model_version == second.model_version
+    assert again.run_dir == second.run_dir and again.accuracy == pytest.approx(second.accuracy)
+    assert f"revision {head.id} was already trained into model version {second.model_version}" in again.promotion_reason
+    assert sorted(second.run_dir.parent.iterdir()) == runs_before  # no run folder, no download, no training
+    assert any("this run trained nothing" in line for line in on_drive.logs.lines)
+
+
+def test_resuming_a_run_whose_archive_changed_is_refused(prefect_server, tiny_archive, tmp_path):
+    from tuneflow.archives import locate_local_archive
+    from tuneflow.flows.retrain import retrain
+    from tuneflow.runs import ArchiveChangedError, check_archive_of_run
+
+    interrupted = tmp_path / "data" / "runs" / "20261201-030000-abcdef"
+    interrupted.mkdir(parents=True)
+    check_archive_of_run(interrupted, locate_local_archive(str(tiny_archive)))  # what its first attempt recorded
+    (interrupted / "config.json").write_text("{}")
+    changed = tmp_path / "dataset.zip"
+    changed.write_bytes(second_revision(tiny_archive))  # the file got a new upload before the resume
+    config = tiny_config(changed, tmp_path / "data", resume_run_id=interrupted.name)
+    old_md5, new_md5 = (locate_local_archive(str(path)).md5 for path in (tiny_archive, changed))
+    with pytest.raises(ArchiveChangedError, match=f"MD5 {old_md5}.*MD5 {new_md5}.*Start a new run"):
+        retrain(config)
+    assert (interrupted / "config.json").read_text() == "{}"  # nothing of the interrupted run was overwritten
+
+
 def test_second_run_gets_its_own_folder(two_runs):
     first, second = (summary.run_dir for summary in two_runs)
     assert first != second and first.parent == second.parent
     assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, second.name])
 
 
-def test_second_run_records_the_drive_file_revision_and_md5_it_trained_on(two_runs, on_drive, tiny_archive):
+def test_second_run_records_the_drive_file_revision_and_md5_it_trained_on(two_runs, on_drive):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -212,7 +324,7 @@ def test_second_run_records_the_drive_file_revision_and_md5_it_trained_on(two_ru
     assert f"| Drive revision | {head.id} |" in report
     assert f"| archive MD5 | {head.md5} |" in report
     cached = on_drive.config.data_root / "cache" / "drive" / file_id / head.md5 / "dataset.zip"
-    assert cached.read_bytes() == tiny_archive.read_bytes()
+    assert cached.read_bytes() == on_drive.archive
     assert second.weights == f"drive://{on_drive.weights_id}"
 
     with get_client(sync_client=True) as client:

@@ -18,7 +18,7 @@ from PIL import Image
 from tuneflow.cli import main
 from tuneflow.dataset.archive import IMAGE_SUFFIXES
 from tuneflow.predict import decode_or_reason, list_images, predict_encoded, read_encoded
-from tuneflow.promotion import point_current_at, store_version
+from tuneflow.model_registry import point_current_at, store_version
 
 pytestmark = pytest.mark.slow  # loads a real ResNet50
 

@@ -10,23 +10,24 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.records import training_record
+from tuneflow.comparison import compare_paired
 from tuneflow.config import PromotionSettings
 from tuneflow.evaluation import predict_folder_split
 from tuneflow.model import CLASSES_FILE, MODEL_FILE, find_model_folder
-from tuneflow.promotion import (
-    BASELINE_PREDICTIONS_FILE,
-    Baseline,
+from tuneflow.model_registry import (
+    TRAINING_PHOTOS_FILE,
     current_version,
-    decide_promotion,
     list_versions,
     models_dir,
     point_current_at,
-    promote_trained_model,
+    read_version_record,
     store_version,
 )
+from tuneflow.promotion import BASELINE_PREDICTIONS_FILE, Baseline, decide_promotion, photos_on_side, promote_trained_model
 from tuneflow.records import EvalResult, TrainedModel
 
 CLASSES = ["apple_pie", "pizza", "sashimi"]
@@ -34,11 +35,27 @@ CLASSES = ["apple_pie", "pizza", "sashimi"]
 
 # --- the decision rule, on numbers ---------------------------------------------------------------------------
 
-def decide(accuracy: float, in_use: float | None, margin: float = 0.0, force: bool = False, classes=CLASSES):
-    baseline = None if in_use is None else Baseline(version="v-old", classes=classes, accuracy=in_use)
+def paired_tables(both_right: int, only_new_right: int, only_old_right: int, both_wrong: int):
+    """Prediction tables of two models on the same photos with these counts in the 2x2 table."""
+    new = [True] * both_right + [True] * only_new_right + [False] * only_old_right + [False] * both_wrong
+    old = [True] * both_right + [False] * only_new_right + [True] * only_old_right + [False] * both_wrong
+    paths = [f"val/pizza/{index}.jpg" for index in range(len(new))]
+    return pd.DataFrame({"path": paths, "correct": new}), pd.DataFrame({"path": paths, "correct": old})
+
+
+def decide(accuracy: float, in_use: float | None, margin: float = 0.0, force: bool = False, classes=CLASSES,
+           photos: int = 100, **settings):
+    """The decision for these accuracies on `photos` photos, the two models right together as often as possible."""
+    baseline = None
     if classes != CLASSES:
         baseline = Baseline(version="v-old", classes=classes, accuracy=None)
-    return decide_promotion("v-new", accuracy, CLASSES, baseline, PromotionSettings(margin=margin, force=force), 100)
+    elif in_use is not None:
+        new_right, old_right = round(accuracy * photos), round(in_use * photos)
+        both = min(new_right, old_right)
+        paired = compare_paired(*paired_tables(both, new_right - both, old_right - both, photos - max(new_right, old_right)))
+        baseline = Baseline(version="v-old", classes=classes, accuracy=paired.old_accuracy, comparison=paired)
+    settings = PromotionSettings(margin=margin, force=force, **settings)
+    return decide_promotion("v-new", accuracy, CLASSES, baseline, settings)
 
 
 def test_first_model_is_promoted():
@@ -51,7 +68,9 @@ def test_better_or_equal_is_promoted_worse_is_kept():
     assert decide(0.80, 0.80)[0]  # at least as good
     promoted, reason = decide(0.79, 0.80)
     assert not promoted
-    assert "79.00% against 80.00% for the model in use (v-old) on the same 100 validation images" in reason
+    assert ("79.00% against 80.00% for the model in use (v-old) on the 100 validation photos it never trained on "
+            "(none left out)") in reason
+    assert "both right 79, only the new model 0, only the model in use 1, both wrong 20" in reason
     assert "Kept as version v-new" in reason and "promotion.force" in reason
 
 
@@ -71,6 +90,38 @@ def test_other_classes_cannot_be_compared_so_only_force_promotes():
     promoted, reason = decide(0.9, None, classes=["cat", "dog"])
     assert not promoted and "knows ['cat', 'dog']" in reason and "promotion.force" in reason
     assert decide(0.9, None, classes=["cat", "dog"], force=True)[0]
+
+
+def test_significance_demands_more_than_the_margin_when_asked():
+    # 8 photos more right, none fewer: p = 2/2^8 = 0.0078, significant at 0.05.
+    promoted, reason = decide(0.88, 0.80, require_significance=True)
+    assert promoted and "McNemar exact p = 0.00781" in reason and "McNemar p < 0.05" in reason
+    # 2 more right: better by the margin rule, but a coin toss could do that (p = 0.5).
+    assert decide(0.82, 0.80)[0]
+    promoted, reason = decide(0.82, 0.80, require_significance=True)
+    assert not promoted and "McNemar exact p = 0.5" in reason and "not met" in reason
+
+
+def test_mcnemar_exact_p_and_the_agresti_min_interval():
+    from tuneflow.comparison import difference_interval, mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 2**10)
+    assert mcnemar_exact_p(5, 1) == mcnemar_exact_p(1, 5) == pytest.approx(2 * (1 + 6) / 2**6)
+    # Agresti's presidential approval survey (Categorical Data Analysis, 2nd ed., table 10.1): 794 approve twice,
+    # 150 then disapprove, 86 the reverse, 570 disapprove twice; the difference 0.04 lies in (0.021, 0.059).
+    low, high = difference_interval(794, 150, 86, 570)
+    assert (round(low, 3), round(high, 3)) == (0.021, 0.059)
+    assert difference_interval(0, 0, 0, 0) == pytest.approx((-0.98, 0.98), abs=1e-3)  # no data: nearly anything
+
+
+def test_no_photo_new_to_the_model_in_use_means_no_fair_comparison():
+    empty = compare_paired(pd.DataFrame({"path": ["val/a/1.jpg"], "correct": [True]}),
+                           pd.DataFrame(columns=["path", "correct"]), left_out=1, left_out_reason="v-old trained on them")
+    baseline = Baseline(version="v-old", classes=CLASSES, accuracy=None, comparison=empty)
+    promoted, reason = decide_promotion("v-new", 1.0, CLASSES, baseline, PromotionSettings())
+    assert not promoted and "cannot be compared fairly" in reason and "1 left out: v-old trained on them" in reason
+    assert decide_promotion("v-new", 1.0, CLASSES, baseline, PromotionSettings(force=True))[0]
 
 
 def test_margin_outside_its_range_is_refused():
@@ -192,15 +243,17 @@ def load_each_model_once():
 def trained_once(tiny_dataset, tiny_model, load_each_model_once):
     """A tiny untrained classifier and the validation split it is scored on (promotion compares, not trains)."""
     predictions = predict_folder_split(tiny_model, tiny_dataset.root)
-    return tiny_dataset, tiny_model, float(predictions["correct"].mean())
+    return tiny_dataset, tiny_model, float(predictions["correct"].mean()), predictions
 
 
 def candidate(trained_once, run_dir: Path) -> tuple[TrainedModel, EvalResult]:
     """A run whose model is a copy of the fixture's, so it scores exactly what the model in use scores."""
-    _, model_dir, accuracy = trained_once
+    _, model_dir, accuracy, predictions = trained_once
     run_dir.mkdir(parents=True)
     for name in (MODEL_FILE, CLASSES_FILE):
         shutil.copy2(model_dir / name, run_dir / name)
+    predictions.to_csv(run_dir / "predictions.csv", index=False)
+    (run_dir / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
     trained = training_record(model_path=run_dir / MODEL_FILE, classes=CLASSES, history_path=run_dir / "history.csv",
                               epochs_run=1, train_images=24, seconds=1.0)
     evaluation = EvalResult(accuracy=accuracy, num_images=6, predictions_path=run_dir / "predictions.csv",
@@ -232,6 +285,11 @@ def test_promote_step_both_ways_and_forced(trained_once, tmp_path):
     assert equal.baseline.version == "run-1" and equal.baseline.accuracy == equal.accuracy == trained_once[2]
     assert equal.promoted and current_version(data_root) == "run-2"
     assert (data_root / "runs" / "run-2" / BASELINE_PREDICTIONS_FILE).is_file()  # the re-evaluation is on disk
+    # Each version carries what it trained on, so the run folder can go: the SHA-256 of every training photo.
+    training_photos = pd.read_csv(models_dir(data_root) / "run-1" / TRAINING_PHOTOS_FILE, dtype=str)
+    assert sorted(training_photos["file"]) == sorted(photos_on_side(trained_once[0], "train")["file"])
+    assert len(training_photos) == 24 and training_photos["sha256"].str.fullmatch("[0-9a-f]{64}").all()
+    assert read_version_record(data_root, "run-1")["training_photos"] == 24
 
     # Demanding one point more: kept, not promoted.
     kept = promote_run(trained_once, data_root, "run-3", margin=0.01)
@@ -258,3 +316,75 @@ def test_promote_step_does_not_compare_models_with_other_classes(trained_once, t
     kept = promote_run(trained_once, data_root, "run-1")
     assert not kept.promoted and kept.baseline.accuracy is None and current_version(data_root) == "run-0"
     assert "knows ['cat', 'dog']" in kept.reason
+
+
+def train_on(data_root: Path, version: str, files: list[str], dataset) -> None:
+    """Mark a stored version as having trained on these files of the dataset (as its manifest would say)."""
+    photos = photos_on_side(dataset, "val").set_index("file").loc[files].reset_index()
+    photos[["sha256", "class", "file"]].to_csv(models_dir(data_root) / version / TRAINING_PHOTOS_FILE, index=False)
+
+
+@pytest.mark.slow
+def test_the_model_in_use_is_graded_only_on_photos_it_never_trained_on(trained_once, tmp_path):
+    dataset = trained_once[0]
+    data_root = tmp_path / "data"
+    promote_run(trained_once, data_root, "run-1")
+    # As after a reshuffle: two of this run's validation photos were in run-1's training set.
+    memorised = photos_on_side(dataset, "val")["file"].tolist()[:2]
+    train_on(data_root, "run-1", memorised, dataset)
+
+    second = promote_run(trained_once, data_root, "run-2")
+    in_use = pd.read_csv(data_root / "runs" / "run-2" / BASELINE_PREDICTIONS_FILE)
+    assert len(in_use) == 4 and not set(in_use["path"]) & set(memorised)
+    paired = second.baseline.comparison
+    assert (paired.compared, paired.left_out, paired.left_out_reason) == (4, 2, "run-1 trained on them")
+    assert paired.both_right + paired.only_new_right + paired.only_old_right + paired.both_wrong == 4
+    assert "on the 4 validation photos it never trained on (2 left out: run-1 trained on them)" in second.reason
+    metrics = json.loads((data_root / "runs" / "run-2" / "metrics.json").read_text())
+    assert metrics["promotion"]["compared_with"] == "run-1"
+    assert metrics["promotion"]["comparison"]["compared"] == 4 and metrics["promotion"]["comparison"]["left_out"] == 2
+
+
+def promote_in_another_process(trained_once, data_root: Path, name: str, start) -> str:
+    """What a run's promote step does, in its own process (a second worker finishing at the same moment)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter, as another worker process would be
+    dataset = trained_once[0]
+    trained, evaluation = candidate(trained_once, data_root / "runs" / name)
+    results = context.Queue()
+    process = context.Process(
+        target=promote_and_report,
+        args=(trained, evaluation, dataset, data_root, data_root / "runs" / name, start, results),
+    )
+    process.start()
+    return process, results
+
+
+def promote_and_report(trained, evaluation, dataset, data_root, run_dir, start, results) -> None:
+    start.wait()  # both processes reach their promote step together
+    decision = promote_trained_model(trained, evaluation, dataset, PromotionSettings(force=True), data_root, run_dir,
+                                     notify=lambda message: None)
+    results.put((decision.baseline.version, decision.reason, decision.promoted))
+
+
+@pytest.mark.slow
+def test_two_runs_promoting_at_once_compare_in_turn(trained_once, tmp_path):
+    """Without the lock both would re-score run-0 (scoring takes a second or two) and both switch `current`, the
+    second never having seen the first. With it, whichever goes second compares itself with the first."""
+    import multiprocessing
+
+    data_root = tmp_path / "data"
+    promote_run(trained_once, data_root, "run-0")
+    start = multiprocessing.get_context("spawn").Barrier(2)
+    started = [promote_in_another_process(trained_once, data_root, name, start) for name in ("run-a", "run-b")]
+    outcomes = {}
+    for (process, results), name in zip(started, ("run-a", "run-b")):
+        outcomes[name] = results.get(timeout=300)
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    compared_with = {name: outcome[0] for name, outcome in outcomes.items()}
+    first, second = sorted(compared_with, key=lambda name: compared_with[name] != "run-0")
+    assert compared_with == {first: "run-0", second: first}, compared_with
+    assert f"for the model in use ({first})" in outcomes[second][1]
+    assert current_version(data_root) == second and list_versions(data_root) == ["run-0", "run-a", "run-b"]

@@ -28,6 +28,7 @@ from tuneflow.training import list_split
 from tests.records import training_record
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
+from tuneflow.comparison import compare_paired
 from tuneflow.promotion import Baseline, PromotionDecision, decide_promotion
 from tuneflow.records import EvalResult
 from tuneflow.report import gather_report, select_mistakes, write_run_report
@@ -85,9 +86,10 @@ def build_run(root: Path, archive_path: Path) -> dict:
                               epochs_run=5, train_images=60, seconds=42.0)
     evaluation = EvalResult(accuracy=metrics.accuracy, num_images=metrics.num_images,
                             predictions_path=run_dir / "predictions.csv", metrics_path=run_dir / "metrics.json")
-    baseline = Baseline(version=IN_USE, classes=classes, accuracy=compute_metrics(in_use, classes).accuracy,
-                        predictions_path=run_dir / "current_model_predictions.csv")
-    promoted, reason = decide_promotion(RUN_ID, metrics.accuracy, classes, baseline, PromotionSettings(), metrics.num_images)
+    paired = compare_paired(predictions, in_use)
+    baseline = Baseline(version=IN_USE, classes=classes, accuracy=paired.old_accuracy,
+                        predictions_path=run_dir / "current_model_predictions.csv", comparison=paired)
+    promoted, reason = decide_promotion(RUN_ID, metrics.accuracy, classes, baseline, PromotionSettings())
     decision = PromotionDecision(promoted=promoted, reason=reason, version=RUN_ID, version_dir=root / "models" / RUN_ID,
                                  accuracy=metrics.accuracy, baseline=baseline, margin=0.0, forced=False)
     content = gather_report(run_dir, config, archive, dataset, trained, evaluation, decision)
@@ -148,6 +150,13 @@ def test_html_shows_the_numbers_a_reader_checks(run):
     change = decision.accuracy_change
     assert change is not None and f"{change * 100:+.1f} pts" in html
     assert ("Promoted: " if decision.promoted else "Not promoted: ") in html
+    paired = decision.comparison  # the table of right and wrong, counted from the two prediction files
+    in_use = pd.read_csv(run["run_dir"] / "current_model_predictions.csv")
+    assert f'<b id="compared-count">{len(in_use)}</b>' in html
+    both_right = int((run["predictions"]["correct"].to_numpy() & in_use["correct"].to_numpy()).sum())
+    assert paired.both_right == both_right
+    assert (f"<tr><th>new model right</th><td class=\"num\">{both_right}</td>"
+            f"<td class=\"num\">{paired.only_new_right}</td></tr>") in html
     for name in SAMPLE_CLASSES:
         assert name in html
     assert "0B7rev42" in html and md5_of_file(Path(run["content"].archive.source)) in html  # provenance

@@ -175,7 +175,7 @@ def format_probabilities(classes: list[str], probabilities) -> str:
 def resolve_model(model: str, data_root: Path) -> Path:
     """A run folder, a model version folder, or the word `current` (the model in use under data_root)."""
     if model == CURRENT_MODEL:
-        from tuneflow.promotion import CURRENT_POINTER, current_version, models_dir
+        from tuneflow.model_registry import CURRENT_POINTER, current_version, models_dir
 
         if current_version(data_root) is None:
             raise FileNotFoundError(

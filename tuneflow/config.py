@@ -326,6 +326,14 @@ class PromotionSettings(BaseModel):
         description="Put the new model into use whatever the comparison says (e.g. after changing the classes, "
         "when the current model cannot be compared).",
     )
+    require_significance: bool = Field(
+        False,
+        description="Also demand that the new model gets more of the compared photos right than the model in use "
+        "with McNemar's exact p-value below significance_level (besides the margin). Off: the margin alone decides.",
+    )
+    significance_level: float = Field(
+        0.05, gt=0.0, lt=1.0, description="The p-value require_significance demands, e.g. 0.05."
+    )
 
 
 class RetrainConfig(BaseModel):

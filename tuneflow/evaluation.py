@@ -2,7 +2,7 @@
 
 predictions.csv holds one row per image; metrics.json is computed from that file as written, so anyone can
 reproduce it from predictions.csv alone. The evaluate task (tasks/evaluate.py) calls `evaluate_trained_model`;
-promotion re-scores the model in use with `predict_folder_split`.
+promotion re-scores the model in use with `predict_files` on the photos it never trained on.
 """
 
 from __future__ import annotations
@@ -25,16 +25,25 @@ METRICS_FILE = "metrics.json"
 
 def predict_folder_split(model_dir: Path, dataset_root: Path, split: str = "val") -> pd.DataFrame:
     """One row per image of a split: path, true and predicted class, confidence, correct, top-k, every probability."""
+    _, classes = load_classifier(model_dir)
+    paths, _ = list_split(dataset_root, split, classes)
+    return predict_files(model_dir, dataset_root, [Path(p).relative_to(dataset_root).as_posix() for p in paths])
+
+
+def predict_files(model_dir: Path, dataset_root: Path, names: list[str]) -> pd.DataFrame:
+    """predict_folder_split's table for the given files of a prepared dataset (<split>/<class>/<file> each)."""
     model, classes = load_classifier(model_dir)
-    paths, labels = list_split(dataset_root, split, classes)
-    names = [Path(p).relative_to(dataset_root).as_posix() for p in paths]
+    true_classes = [name.split("/")[1] for name in names]
+    unknown = sorted(set(true_classes) - set(classes))
+    if unknown:
+        raise ValueError(f"the model in {model_dir} does not know the classes {unknown}; it knows {classes}")
     predictions = predict_encoded(model, classes, ((name, (dataset_root / name).read_bytes()) for name in names))
     if predictions.unreadable:
         # Preparation only keeps images that decode, so this is a damaged dataset folder, not a bad photo.
         listed = ", ".join(f"{u.name} ({u.reason})" for u in predictions.unreadable[:5])
-        raise ValueError(f"{len(predictions.unreadable)} {split} images under {dataset_root} cannot be read: {listed}")
+        raise ValueError(f"{len(predictions.unreadable)} images under {dataset_root} cannot be read: {listed}")
     table = predictions.table
-    table.insert(1, "true_class", [classes[label] for label in labels])
+    table.insert(1, "true_class", true_classes)
     table.insert(4, "correct", table["true_class"] == table["predicted_class"])
     return table
 

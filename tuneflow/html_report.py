@@ -131,16 +131,20 @@ class Card:
 
 
 def change_card(decision: PromotionDecision | None) -> Card:
-    """How the new model compares with the model in use, on the same validation images."""
+    """How the new model compares with the model in use, on the validation photos that one never trained on."""
     if decision is None:
         return Card("vs model in use", "—", "no promotion step ran")
     if decision.baseline is None:
         return Card("vs model in use", "first", "no model was in use yet")
+    if decision.comparison is None:
+        return Card("vs model in use", "n/a", f"{decision.baseline.version} has other classes")
     change = decision.accuracy_change
     if change is None:
-        return Card("vs model in use", "n/a", f"{decision.baseline.version} has other classes")
+        return Card("vs model in use", "n/a", f"{decision.baseline.version} trained on all these photos")
+    paired = decision.comparison
     return Card("vs model in use", points(change),
-                f"{percent(decision.baseline.accuracy)} for {decision.baseline.version}, same images",
+                f"{percent(paired.old_accuracy)} for {decision.baseline.version} on {paired.compared} photos it "
+                "never trained on",
                 "good" if change > 0 else ("bad" if change < 0 else ""))
 
 

@@ -1,18 +1,13 @@
-"""Model versions under <data_root>/models/ and the `current` pointer to the one in use.
+"""The promote step: grade the model in use fairly against the new one, keep the new one, switch if it is better.
 
-    models/<version>/model.keras, classes.json, version.json    one folder per trained model, never changed
-    models/current -> <version>                                 the model `tuneflow predict current` and serving use
-
-A version folder appears complete or not at all: it is written under a hidden staging name, flushed to disk and
-renamed into place. `current` is a relative symlink replaced with rename(2) (os.replace of a freshly made
-symlink), which POSIX makes atomic: a reader opening models/current/model.keras gets the old model or the new
-one, never a mix and never nothing. A symlink rather than a pointer file, because every tool can then open
-models/current/model.keras without knowing about tuneflow. (Windows would need a pointer file: symlinks there
-need extra privileges. Our workers run Linux.)
-
-`promote_trained_model` is the promote step itself (the promote task in tasks/promote.py calls it): re-score the
-model in use on the new validation images, store the new model as a version, and point `current` at it when
-`decide_promotion` says it is at least as good.
+`promote_trained_model` (called by the promote task, tasks/promote.py), under the registry's promotion lock:
+  1. scores the model in use on the new run's validation photos it never trained on (its training manifest,
+     models/<version>/training_photos.csv, says which), into current_model_predictions.csv;
+  2. pairs those predictions with the new model's on the same photos (tuneflow.comparison);
+  3. stores the new model as a version with its own training manifest and where its data came from;
+  4. points `current` at it when `decide_promotion` says so, and records the comparison in metrics.json.
+A photo the model in use trained on would flatter it: after every upload, about half of a reshuffled validation
+set used to be such photos, holding back exactly the models the upload trigger exists for.
 """
 
 from __future__ import annotations
@@ -20,35 +15,42 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import secrets
-import shutil
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from pydantic import BaseModel, Field
 
+from tuneflow.archives import FetchedArchive
+from tuneflow.comparison import PairedComparison, compare_paired
 from tuneflow.config import PromotionSettings
-from tuneflow.evaluation import predict_folder_split
-from tuneflow.metrics import compute_metrics
-from tuneflow.model import CLASSES_FILE, MODEL_FILE, load_classes
+from tuneflow.evaluation import predict_files
+from tuneflow.metrics import read_predictions
+from tuneflow.model import MODEL_FILE, load_classes
+from tuneflow.model_registry import (
+    current_version,
+    models_dir,
+    point_current_at,
+    promotion_lock,
+    read_training_photos,
+    store_version,
+)
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
-MODELS_FOLDER = "models"
-CURRENT_POINTER = "current"
-VERSION_FILE = "version.json"
 # Two accuracies on the same images differ by a multiple of 1/n; this only absorbs float rounding (0.8 + 0.01).
 COMPARISON_TOLERANCE = 1e-9
-# The model in use, re-scored on this run's validation images, next to the new model's predictions.csv.
+# The model in use, scored on this run's validation photos it never trained on, next to predictions.csv.
 BASELINE_PREDICTIONS_FILE = "current_model_predictions.csv"
 
 
 class Baseline(BaseModel):
-    """The model in use, scored on the new model's validation images when it can be."""
+    """The model that was in use, and how it compared with the new one."""
 
     version: str
     classes: list[str]
-    accuracy: float | None = Field(description="On the new validation images; None when its classes differ.")
+    accuracy: float | None = Field(description="On the compared photos; None when its classes differ.")
     predictions_path: Path | None = None
+    comparison: PairedComparison | None = Field(None, description="Photo by photo; None when its classes differ.")
 
 
 class PromotionDecision(BaseModel):
@@ -58,7 +60,7 @@ class PromotionDecision(BaseModel):
     reason: str
     version: str = Field(description="The new model's version (its run id).")
     version_dir: Path
-    accuracy: float = Field(description="The new model's validation accuracy.")
+    accuracy: float = Field(description="The new model's validation accuracy (on all its validation photos).")
     baseline: Baseline | None = Field(description="The model that was in use before this run, if any.")
     margin: float
     forced: bool
@@ -74,88 +76,14 @@ class PromotionDecision(BaseModel):
         return self.version if self.promoted else (self.baseline.version if self.baseline else None)
 
     @property
+    def comparison(self) -> PairedComparison | None:
+        return self.baseline.comparison if self.baseline else None
+
+    @property
     def accuracy_change(self) -> float | None:
-        """New minus in-use accuracy on the same images, when they could be compared."""
-        if self.baseline is None or self.baseline.accuracy is None:
-            return None
-        return self.accuracy - self.baseline.accuracy
-
-
-def models_dir(data_root: Path) -> Path:
-    return Path(data_root) / MODELS_FOLDER
-
-
-def current_version(data_root: Path) -> str | None:
-    """The version `current` points at, or None before the first promotion."""
-    pointer = models_dir(data_root) / CURRENT_POINTER
-    if not pointer.is_symlink():
-        return None
-    target = models_dir(data_root) / os.readlink(pointer)
-    if not (target / MODEL_FILE).is_file():
-        raise FileNotFoundError(
-            f"{pointer} points at {os.readlink(pointer)!r}, which holds no {MODEL_FILE}; point it at a complete "
-            f"version with `ln -sfn VERSION {pointer}` (versions: {list_versions(data_root)})"
-        )
-    return target.name
-
-
-def list_versions(data_root: Path) -> list[str]:
-    """Complete versions, oldest first (versions are run ids, which sort by start time)."""
-    folder = models_dir(data_root)
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p.name for p in folder.iterdir()
-        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and (p / MODEL_FILE).is_file()
-    )
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def store_version(model_dir: Path, data_root: Path, version: str, details: dict) -> Path:
-    """Copy model.keras and classes.json into models/<version>/, which appears only once complete."""
-    folder = models_dir(data_root)
-    final = folder / version
-    if final.exists():
-        raise FileExistsError(f"model version {str(final)!r} already exists; versions are never overwritten")
-    staging = folder / f".incoming-{version}-{secrets.token_hex(3)}"
-    staging.mkdir(parents=True)
-    try:
-        for name in (MODEL_FILE, CLASSES_FILE):
-            shutil.copy2(Path(model_dir) / name, staging / name)
-        record = {"version": version, "stored_at": datetime.now(timezone.utc).isoformat(), **details}
-        (staging / VERSION_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-        # Flushed before the rename, so after a power cut the version is either absent or whole.
-        for name in (MODEL_FILE, CLASSES_FILE, VERSION_FILE):
-            _fsync(staging / name)
-        staging.rename(final)
-        _fsync(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
-
-
-def point_current_at(data_root: Path, version: str) -> None:
-    """Switch models/current to a stored version in one atomic rename."""
-    folder = models_dir(data_root)
-    if not (folder / version / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"no complete model version {version!r} in {folder}; versions: {list_versions(data_root)}")
-    temporary = folder / f".current-{secrets.token_hex(4)}"
-    # Relative, so the models folder still works when moved or mounted elsewhere.
-    os.symlink(version, temporary)
-    try:
-        os.replace(temporary, folder / CURRENT_POINTER)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync(folder)
+        """New minus in-use accuracy on the photos both were scored on, when they could be compared."""
+        comparison = self.comparison
+        return comparison.difference if comparison and comparison.compared else None
 
 
 def _percent(value: float) -> str:
@@ -163,14 +91,13 @@ def _percent(value: float) -> str:
 
 
 def decide_promotion(
-    version: str, accuracy: float, classes: list[str], baseline: Baseline | None, settings: PromotionSettings,
-    num_images: int,
+    version: str, accuracy: float, classes: list[str], baseline: Baseline | None, settings: PromotionSettings
 ) -> tuple[bool, str]:
-    """(promote?, why) for a new model with this validation accuracy against the model in use."""
+    """(promote?, why) for a new model against the model in use, from their paired comparison."""
     force_hint = "set promotion.force (tuneflow retrain --force) to put it into use anyway"
     if baseline is None:
         return True, f"no model was in use yet, so {version} ({_percent(accuracy)}) becomes the current model"
-    if baseline.accuracy is None:
+    if baseline.comparison is None:
         if settings.force:
             return True, (f"forced: the model in use ({baseline.version}) has other classes, so the two could not "
                           "be compared; promotion.force is set")
@@ -178,21 +105,49 @@ def decide_promotion(
             f"the model in use ({baseline.version}) knows {baseline.classes}, the new one {classes}; they cannot "
             f"be compared on the same images. Kept as version {version}; {force_hint}"
         )
-    needed = baseline.accuracy + settings.margin
+    paired = baseline.comparison
+    if paired.compared == 0:
+        why = (f"none of the new validation photos is one the model in use ({baseline.version}) never trained on "
+               f"({paired.left_out} left out: {paired.left_out_reason})")
+        if settings.force:
+            return True, f"forced: {why}; promotion.force is set"
+        return False, f"{why}, so the two cannot be compared fairly. Kept as version {version}; {force_hint}"
+    needed = paired.old_accuracy + settings.margin
+    left_out = (f"{paired.left_out} left out: {paired.left_out_reason}" if paired.left_out
+                else "none left out")
     comparison = (
-        f"{_percent(accuracy)} against {_percent(baseline.accuracy)} for the model in use ({baseline.version}) "
-        f"on the same {num_images} validation images"
+        f"{_percent(paired.new_accuracy)} against {_percent(paired.old_accuracy)} for the model in use "
+        f"({baseline.version}) on the {paired.compared} validation photos it never trained on ({left_out}); "
+        f"{paired.describe()}"
     )
     bar = f"needed at least {_percent(needed)} (margin {settings.margin * 100:+.2f} points)"
-    if accuracy >= needed - COMPARISON_TOLERANCE:
+    good_enough = paired.new_accuracy >= needed - COMPARISON_TOLERANCE
+    if settings.require_significance:
+        bar += f" and more photos right than the model in use with McNemar p < {settings.significance_level:g}"
+        good_enough = good_enough and paired.significant(settings.significance_level)
+    if good_enough:
         return True, f"{comparison}; {bar}"
     if settings.force:
-        return True, f"forced: {comparison}, short of the {_percent(needed)} needed; promotion.force is set"
-    return False, f"{comparison}; {bar}. Kept as version {version}; {force_hint}"
+        return True, f"forced: {comparison}; {bar}, not met; promotion.force is set"
+    return False, f"{comparison}; {bar}, not met. Kept as version {version}; {force_hint}"
 
 
-def score_current_model(data_root: Path, dataset: PreparedDataset, classes: list[str], run_dir: Path) -> Baseline | None:
-    """The model in use, re-evaluated on this run's validation images when it knows the same classes."""
+def photos_on_side(dataset: PreparedDataset, side: str) -> pd.DataFrame:
+    """The photos preparation put on one side (train or val): sha256, class and file (as under dataset.root)."""
+    if dataset.manifest is None or not Path(dataset.manifest).is_file():
+        raise FileNotFoundError(
+            f"the dataset's manifest ({dataset.manifest}) is missing: it records which photos are on which side, "
+            "which promotion needs; prepare the dataset again in a new run"
+        )
+    manifest = pd.read_csv(dataset.manifest, dtype=str, keep_default_na=False)
+    kept = manifest[(manifest["status"] == "kept") & (manifest["split"] == side)]
+    return kept[["sha256", "class", "file"]].sort_values("file", ignore_index=True)
+
+
+def score_current_model(
+    data_root: Path, dataset: PreparedDataset, classes: list[str], new_predictions: Path, run_dir: Path
+) -> Baseline | None:
+    """The model in use, scored on the new validation photos it never trained on and paired with the new model."""
     version = current_version(data_root)
     if version is None:
         return None
@@ -200,11 +155,48 @@ def score_current_model(data_root: Path, dataset: PreparedDataset, classes: list
     current_classes = load_classes(version_dir)
     if sorted(current_classes) != sorted(classes):
         return Baseline(version=version, classes=current_classes, accuracy=None)
-    predictions = predict_folder_split(version_dir, dataset.root, "val")
+    validation = photos_on_side(dataset, "val")
+    trained_on = read_training_photos(data_root, version)
+    if trained_on is None:
+        seen = pd.Series(False, index=validation.index)
+        reason = (f"{version} was stored before models kept their training manifest, so whether it trained on "
+                  "some of these photos is unknown")
+    else:
+        seen = validation["sha256"].isin(trained_on)
+        reason = f"{version} trained on them"
+    unseen = validation.loc[~seen, "file"].tolist()
     predictions_path = run_dir / BASELINE_PREDICTIONS_FILE
-    predictions.to_csv(predictions_path, index=False)
-    accuracy = compute_metrics(predictions, current_classes).accuracy
-    return Baseline(version=version, classes=current_classes, accuracy=accuracy, predictions_path=predictions_path)
+    if unseen:
+        old = predict_files(version_dir, dataset.root, unseen)
+    else:
+        old = pd.DataFrame(columns=["path", "true_class", "predicted_class", "confidence", "correct"])
+    old.to_csv(predictions_path, index=False)
+    explained = seen.any() or trained_on is None  # nothing left out needs no reason, an unknown manifest does
+    comparison = compare_paired(
+        read_predictions(new_predictions), old, left_out=int(seen.sum()), left_out_reason=reason if explained else ""
+    )
+    return Baseline(
+        version=version,
+        classes=current_classes,
+        accuracy=comparison.old_accuracy if comparison.compared else None,
+        predictions_path=predictions_path,
+        comparison=comparison,
+    )
+
+
+def record_in_metrics(metrics_path: Path, decision: PromotionDecision) -> None:
+    """Add the promotion and its comparison to metrics.json (written anew, then renamed over the old one)."""
+    metrics = json.loads(metrics_path.read_text())
+    comparison = decision.comparison
+    metrics["promotion"] = {
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "compared_with": decision.baseline.version if decision.baseline else None,
+        "comparison": comparison.model_dump(mode="json") if comparison else None,
+    }
+    temporary = metrics_path.with_name(f".{metrics_path.name}.tmp")
+    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(temporary, metrics_path)
 
 
 def promote_trained_model(
@@ -214,26 +206,34 @@ def promote_trained_model(
     settings: PromotionSettings,
     data_root: Path,
     run_dir: Path,
+    archive: FetchedArchive | None = None,
+    notify: Callable[[str], None] = print,
 ) -> PromotionDecision:
-    """Store the model as version <run id>; switch models/current to it if it is at least as good (or forced)."""
+    """Store the model as version <run id>; switch models/current to it if it beats the model in use (or forced).
+
+    Reading `current`, comparing and switching is one critical section (the registry's promotion lock): a run that
+    finishes while another promotes waits, then compares itself with whatever that one left in use.
+    """
     version = run_dir.name
-    baseline = score_current_model(data_root, dataset, trained.classes, run_dir)
-    version_dir = models_dir(data_root) / version
-    # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
-    # Any other model under an existing version name makes store_version refuse, naming the folder.
-    if not (version_dir.is_dir() and filecmp.cmp(version_dir / MODEL_FILE, trained.model_path, shallow=False)):
-        version_dir = store_version(
-            trained.model_path.parent,
-            data_root,
-            version,
-            {"run_dir": str(run_dir), "accuracy": evaluation.accuracy, "classes": trained.classes},
-        )
-    promoted, reason = decide_promotion(
-        version, evaluation.accuracy, trained.classes, baseline, settings, evaluation.num_images
-    )
-    if promoted:
-        point_current_at(data_root, version)
-    return PromotionDecision(
+    with promotion_lock(data_root, version, notify):
+        baseline = score_current_model(data_root, dataset, trained.classes, evaluation.predictions_path, run_dir)
+        version_dir = models_dir(data_root) / version
+        # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
+        # Any other model under an existing version name makes store_version refuse, naming the folder.
+        if not (version_dir.is_dir() and filecmp.cmp(version_dir / MODEL_FILE, trained.model_path, shallow=False)):
+            training_photos = photos_on_side(dataset, "train")
+            details = {
+                "run_dir": str(run_dir),
+                "accuracy": evaluation.accuracy,
+                "classes": trained.classes,
+                "training_photos": len(training_photos),
+                "archive": archive.model_dump(mode="json", exclude={"path"}) if archive else None,
+            }
+            version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos)
+        promoted, reason = decide_promotion(version, evaluation.accuracy, trained.classes, baseline, settings)
+        if promoted:
+            point_current_at(data_root, version)
+    decision = PromotionDecision(
         promoted=promoted,
         reason=reason,
         version=version,
@@ -243,3 +243,6 @@ def promote_trained_model(
         margin=settings.margin,
         forced=settings.force,
     )
+    if evaluation.metrics_path.is_file():
+        record_in_metrics(evaluation.metrics_path, decision)
+    return decision

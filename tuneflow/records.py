@@ -88,3 +88,6 @@ class RunSummary(BaseModel):
     promoted: bool
     promotion_reason: str
     current_version: str | None
+    already_trained: bool = Field(
+        False, description="The run ended early: this Drive upload had been trained on before (model_version)."
+    )

@@ -24,10 +24,41 @@ def change_text(decision: PromotionDecision | None) -> str:
         return "-"
     if decision.baseline is None:
         return "first model: none was in use"
-    if decision.accuracy_change is None:
+    if decision.comparison is None:
         return f"not comparable: {decision.baseline.version} has other classes"
+    if decision.accuracy_change is None:
+        return f"not compared: {decision.baseline.version} trained on every one of these validation photos"
+    paired = decision.comparison
     return (f"{decision.accuracy_change * 100:+.1f} points against {decision.baseline.version} "
-            f"({decision.baseline.accuracy:.2%} on the same images)")
+            f"({paired.old_accuracy:.2%} on the {paired.compared} photos it never trained on)")
+
+
+def comparison_markdown(decision: PromotionDecision | None) -> list[str]:
+    """The paired comparison with the model in use: which photos, the 2x2 table, the test and the interval."""
+    paired = decision.comparison if decision else None
+    if paired is None:
+        return []
+    left_out = f"{paired.left_out} left out ({paired.left_out_reason})" if paired.left_out else "none left out"
+    lines = [
+        "## Compared with the model in use",
+        "",
+        f"Compared with {decision.baseline.version} on {paired.compared} validation photos it never trained on; "
+        f"{left_out}. Its predictions are in `current_model_predictions.csv`.",
+        "",
+    ]
+    if not paired.compared:
+        return lines
+    return lines + [
+        "| | model in use right | model in use wrong |",
+        "| --- | ---: | ---: |",
+        f"| new model right | {paired.both_right} | {paired.only_new_right} |",
+        f"| new model wrong | {paired.only_old_right} | {paired.both_wrong} |",
+        "",
+        f"Accuracy on these photos: new model {paired.new_accuracy:.2%}, model in use {paired.old_accuracy:.2%}; "
+        f"difference {paired.difference * 100:+.1f} points (95 % interval {paired.difference_low * 100:+.1f} to "
+        f"{paired.difference_high * 100:+.1f}); McNemar exact p = {paired.mcnemar_p:.3g}.",
+        "",
+    ]
 
 
 def decision_text(decision: PromotionDecision | None) -> str:
@@ -93,6 +124,7 @@ def render_summary_markdown(run_id: str, metrics: Metrics, decision: PromotionDe
     """The dashboard's markdown artifact: the headline, the decision, per class, where it fails."""
     return "\n".join([
         *headline_markdown(run_id, metrics, decision),
+        *comparison_markdown(decision),
         "## Per class",
         "",
         per_class_frame(metrics).to_markdown(index=False, floatfmt=".3f"),
@@ -140,6 +172,7 @@ def render_markdown(content: ReportContent, figure_files: dict[str, str]) -> str
 
     return "\n".join([
         *headline_markdown(content.run_id, metrics, content.decision),
+        *comparison_markdown(content.decision),
         "## Per class",
         "",
         *image("per_class", "precision, recall and F1 per class"),

@@ -48,9 +48,9 @@ def test_timeout_stops_the_training_process(prefect_server, tiny_archive, tmp_pa
     config = RetrainConfig(
         source=str(tiny_archive),
         data_root=tmp_path,
-        training=TrainingSettings(weights="none", epochs=50, timeout_minutes=0.25, **TINY),
+        training=TrainingSettings(weights="none", epochs=50, timeout_minutes=0.1, **TINY),
     )
-    with pytest.raises(TimeoutError, match="training exceeded its timeout of 15 s"):
+    with pytest.raises(TimeoutError, match="training exceeded its timeout of 6 s"):
         retrain(config)
     (run_dir,) = (tmp_path / "runs").iterdir()
     pid = int((run_dir / "train.pid").read_text())

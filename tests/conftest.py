@@ -22,18 +22,17 @@ import pytest  # noqa: E402
 from tuneflow.sample import write_sample_dataset  # noqa: E402
 
 TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
-# The longest test files, longest first (measured with --durations=0 under `make test`, 2 cores: deployments
-# ~250 s, multi_worker ~235, training_process ~210, flow ~150, training ~85, first_run ~55, predict ~35; all the
-# others together ~60). `make test` hands whole files to two pytest-xdist workers in collection order
+# The longest test files, longest first (measured with --durations under `make test`, three workers on 2 cores:
+# deployments ~205 s, multi_worker ~175, training_process ~170, flow ~140, training ~140, predict ~30; all the
+# others together ~60). `make test` hands whole files to the pytest-xdist workers in collection order
 # (--no-loadscope-reorder), each worker holding its current file and the next one; a long file handed out last
-# would leave the other worker idle at the end, so the short ones go last and even out the finish.
+# would leave the others idle at the end, so the short ones go last and even out the finish.
 LONGEST_FILES_FIRST = (
     "test_deployments.py",
     "test_multi_worker.py",
     "test_training_process.py",
     "test_flow.py",
     "test_training.py",
-    "test_first_run.py",
     "test_predict.py",
 )
 

@@ -60,6 +60,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/compare_recipes.py
 	$(BIN)/python bench/drive_download.py
 	$(BIN)/python bench/prepare_bench.py
+	$(BIN)/python bench/scale_bench.py
 
 # A local Prefect server, the gpu and cpu work pools, the deployments of prefect.yaml and a worker per pool;
 # prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See docs/operations.md.

@@ -1,4 +1,4 @@
-"""The retraining flow: fetch -> prepare -> fine-tune -> evaluate -> promote -> report, one call per step."""
+"""The retraining flow: fetch -> prepare -> fine-tune -> evaluate -> promote -> report -> prune, one call per step."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from prefect import flow
 from tuneflow.tasks.evaluate import evaluate_model
 from tuneflow.tasks.fetch import fetch_dataset, fetch_weights
 from tuneflow.tasks.prepare import prepare
+from tuneflow.tasks.prune import prune_runs
 from tuneflow.tasks.promote import promote
 from tuneflow.tasks.report import write_report
 from tuneflow.tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
 from tuneflow.records import RunSummary
+from tuneflow.retention import PREPARED_CACHE
 from tuneflow.runs import check_archive_of_run, earlier_run_for_upload, open_run_dir
 from tuneflow.sources import parse_drive_source
 
@@ -50,11 +52,13 @@ def retrain(
         # newest; the sensor's next tick triggers another run for it, which the concurrency limit queues.
         print(f"Drive revision {drive_revision} was replaced by {archive.drive_revision} before this run fetched it")
     weights_path = fetch_weights(config.training.weights, config.drive, config.data_root)
-    dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed)
+    prepared_cache = config.data_root / PREPARED_CACHE if config.storage.reuse_prepared else None
+    dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed, prepared_cache, archive.md5)
     trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir)
     evaluation = evaluate_model(trained, dataset, archive, run_dir)
     decision = promote(trained, evaluation, dataset, config.promotion, config.data_root, run_dir, archive)
     report = write_report(run_dir, config, archive, dataset, trained, evaluation, decision)
+    prune_runs(config.data_root, config.storage.keep_runs)
 
     return RunSummary(
         run_dir=run_dir,

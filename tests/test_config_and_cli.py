@@ -103,9 +103,21 @@ def test_help_for_retrain_lists_every_setting():
         [sys.executable, "-m", "tuneflow.cli", "retrain", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for _, section in CONFIG_SECTIONS:
-        for name in section.model_fields:
+        for name, field in section.model_fields.items():
             if name not in NESTED_FIELDS:
-                assert "--" + name.replace("_", "-") in help_text
+                # A switch that is on by default is turned off: --no-horizontal-flip, --no-reuse-prepared.
+                on_by_default = field.annotation is bool and field.default is True
+                assert ("--no-" if on_by_default else "--") + name.replace("_", "-") in help_text
+
+
+def test_a_setting_on_by_default_can_be_turned_off():
+    from tuneflow.cli import build_parser, config_from_options
+
+    options = build_parser().parse_args(["retrain", "--source", "x.zip", "--no-horizontal-flip", "--no-reuse-prepared"])
+    config = config_from_options(options)
+    assert config.training.horizontal_flip is False and config.storage.reuse_prepared is False
+    defaults = config_from_options(build_parser().parse_args(["retrain", "--source", "x.zip"]))
+    assert defaults.training.horizontal_flip is True and defaults.storage.reuse_prepared is True
 
 
 def test_predict_names_a_missing_model(tmp_path, capsys):

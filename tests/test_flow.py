@@ -416,3 +416,17 @@ def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs
     assert history["epoch"].tolist() == [1] and history["phase"].tolist() == ["full"]
     assert (run_dir / "train.log").is_file()
     assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
+
+
+def test_runs_link_their_photos_from_the_prepared_cache_and_apply_retention(two_runs, on_drive):
+    """On by default: each run's dataset is hard links to data_root/cache/prepared/<key>/, and each run ends by
+    applying storage.keep_runs (3: two runs keep everything)."""
+    data_root = on_drive.config.data_root
+    for run in two_runs:
+        record = json.loads((run.run_dir / "dataset" / "prepared.json").read_text())
+        entry = Path(record["cache_entry"])
+        assert entry.parent == data_root / "cache" / "prepared"
+        photo = next((run.run_dir / "dataset" / "train").rglob("*.jpg"))
+        assert photo.stat().st_nlink == 2 and (entry / "dataset" / photo.relative_to(run.run_dir / "dataset")).samefile(photo)
+        assert (run.run_dir / "dataset").is_dir() and not (run.run_dir / "pruned.json").exists()
+    assert any("retention (storage.keep_runs=3): nothing to remove" in line for line in on_drive.logs.lines)

@@ -48,7 +48,8 @@ def train_on_two_workers(job: TrainingJob) -> tuple[TrainedModel, list[dict], di
         )
         result = chief.result()
     assert second.returncode == 0, second.stderr[-3000:]
-    second_result = [json.loads(line) for line in second.stdout.splitlines() if '"done"' in line][0]["result"]
+    events = [json.loads(line) for line in second.stdout.splitlines() if line.startswith("{")]
+    second_result = next(event for event in events if event.get("event") == "done")["result"]
     return result, chief_events, second_result
 
 

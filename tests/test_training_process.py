@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,33 +17,56 @@ from tuneflow.model import load_classifier
 from tuneflow.train_worker import TrainingJob
 
 
+def kill(run_dir) -> None:
+    os.killpg(int((run_dir / "train.pid").read_text()), signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(tiny_dataset, tmp_path):
-    """Killed after its first epoch on one device, resumed on two replicas, as when a worker with two GPUs picks
-    the run up: MirroredStrategy over two logical CPUs, restoring a checkpoint written on one device."""
+    """Killed while decoding photos into its disk cache, then after its first epoch on one device, then resumed on
+    two replicas, as when a worker with two GPUs picks the run up: MirroredStrategy over two logical CPUs,
+    restoring a checkpoint written on one device."""
     settings = TrainingSettings(weights="none", epochs=2, **TINY)
     job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
+    cache = tmp_path / "cache" / "train"
+
+    def kill_while_caching(event):
+        # At the start of the decoding pass: the pipeline takes a moment to build, so the kill lands before the
+        # pass completes (tests/test_decoded_cache.py leaves a half-written cache deterministically).
+        if event["event"] == "cache" and event["state"] == "decoding":
+            kill(tmp_path)
+
+    with pytest.raises(TrainingFailed, match="exited with code -9"):
+        run_training_process(job, kill_while_caching)
+    assert cache.is_dir() and not (cache / "complete.json").exists()
 
     def kill_after_first_epoch(event):
         if event["event"] == "epoch" and event["epoch"] == 1:
-            os.killpg(int((tmp_path / "train.pid").read_text()), signal.SIGKILL)
+            kill(tmp_path)
 
+    events = []
     with pytest.raises(TrainingFailed, match="exited with code -9"):
-        run_training_process(job, kill_after_first_epoch)
+        run_training_process(job, lambda event: (events.append(event), kill_after_first_epoch(event)))
     assert not (tmp_path / "model.keras").exists()
+    assert [e["state"] for e in events if e["event"] == "cache"][-1] == "complete"  # the partial one was redone
+    assert len(list(cache.glob("*.tensor"))) == 24 and (cache / "complete.json").is_file()
 
     events = []
     result = run_training_process(job.model_copy(update={"cpu_replicas": 2}), events.append)
     assert result.replicas == 2 and len(result.devices) == 2
     assert result.resumed_from_epoch == 1 and result.epochs_run == 2
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
+    assert {e["state"] for e in events if e["event"] == "cache"} == {"reused"}  # complete: not decoded again
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert load_classifier(tmp_path)[1] == ["apple_pie", "pizza", "sashimi"]
+    assert not (tmp_path / "cache").exists()  # training ended: the decoded photos are gone
 
 
 @pytest.mark.slow
-def test_timeout_stops_the_training_process(prefect_server, tiny_archive, tmp_path):
+def test_timeout_stops_the_training_process_and_a_second_run_prepares_nothing(prefect_server, tiny_archive, tmp_path):
+    """Two runs of the retrain flow on one archive, each stopped by its training timeout: the second one's photos
+    are the first one's files (hard links into data_root/cache/prepared), not extracted again."""
     from tuneflow.flows.retrain import retrain
     from tuneflow.config import RetrainConfig
 
@@ -50,9 +75,19 @@ def test_timeout_stops_the_training_process(prefect_server, tiny_archive, tmp_pa
         data_root=tmp_path,
         training=TrainingSettings(weights="none", epochs=50, timeout_minutes=0.1, **TINY),
     )
-    with pytest.raises(TimeoutError, match="training exceeded its timeout of 6 s"):
-        retrain(config)
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    pid = int((run_dir / "train.pid").read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    for _ in range(2):
+        with pytest.raises(TimeoutError, match="training exceeded its timeout of 6 s"):
+            retrain(config)
+    first, second = sorted((tmp_path / "runs").iterdir())
+    for run_dir in (first, second):
+        pid = int((run_dir / "train.pid").read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    records = [json.loads((run_dir / "dataset" / "prepared.json").read_text()) for run_dir in (first, second)]
+    assert records[0]["reused_from"] is None and records[1]["reused_from"] == records[0]["cache_entry"]
+    assert Path(records[0]["cache_entry"]).parent == tmp_path / "cache" / "prepared"
+    photos = sorted(path.relative_to(first / "dataset") for path in (first / "dataset").rglob("*.jpg"))
+    assert len(photos) == 30
+    for photo in photos:  # the same file on disk: nothing was extracted or copied for the second run
+        assert os.path.samefile(first / "dataset" / photo, second / "dataset" / photo)

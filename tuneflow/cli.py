@@ -14,7 +14,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from tuneflow.config import DataSettings, DriveSettings, PromotionSettings, RetrainConfig, TrainingSettings
+from tuneflow.config import (
+    DataSettings,
+    DriveSettings,
+    PromotionSettings,
+    RetrainConfig,
+    StorageSettings,
+    TrainingSettings,
+)
 from tuneflow.storage import DATA_ROOT_VARIABLE, default_data_root
 
 DEMO_DATA_ROOT = Path("data")
@@ -38,6 +45,7 @@ CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
     ("training", TrainingSettings),
     ("drive", DriveSettings),
     ("promotion", PromotionSettings),
+    ("storage", StorageSettings),
 ]
 NESTED_FIELDS = {section for section, _ in CONFIG_SECTIONS if section}
 
@@ -58,10 +66,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             if isinstance(default, list):
                 default = ",".join(default)
             suffix = " (comma-separated)" if name == "classes" else ""
-            if field.annotation is bool:  # a switch: --force, not --force true
+            if field.annotation is bool:  # a switch: --force, not --force true; --no-reuse-prepared for one that is on
                 group.add_argument(
-                    _option_name(name), dest=f"{section}.{name}" if section else name, action="store_const",
-                    const=True, help=field.description,
+                    _option_name(name if default is False else f"no_{name}"),
+                    dest=f"{section}.{name}" if section else name, action="store_const", const=default is False,
+                    help=field.description,
                 )
                 continue
             group.add_argument(
@@ -271,6 +280,44 @@ def command_demo(options: argparse.Namespace) -> int:
     return 0
 
 
+def human_bytes(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+def command_runs(options: argparse.Namespace) -> int:
+    from tuneflow.model_registry import current_version
+    from tuneflow.retention import list_runs, prune_heavy_files
+
+    data_root = Path(options.data_root)
+    if options.action == "prune":
+        removed = prune_heavy_files(data_root, options.keep, dry_run=options.dry_run)
+        verb = "would remove" if options.dry_run else "removed"
+        for item in removed:
+            print(f"{verb} {item.path} ({human_bytes(item.bytes)})")
+        total = human_bytes(sum(item.bytes for item in removed))
+        print(f"{verb} {len(removed)} folder(s), {total}; the newest {options.keep} finished run(s) keep everything")
+        return 0
+    runs = list_runs(data_root)
+    if not runs:
+        print(f"no runs under {data_root / 'runs'}")
+        return 0
+    in_use = current_version(data_root)
+    print(f"{'run id':<24} {'status':<10} {'size':>9} {'heavy':>9} {'accuracy':>9}  promoted")
+    for run in runs:
+        status = "pruned" if run.pruned else ("finished" if run.finished else "unfinished")
+        accuracy = f"{run.accuracy:.2%}" if run.accuracy is not None else "-"
+        promoted = {True: "yes", False: "no", None: "-"}[run.promoted] + (" (in use)" if run.run_id == in_use else "")
+        print(f"{run.run_id:<24} {status:<10} {human_bytes(run.size_bytes):>9} {human_bytes(run.heavy_bytes):>9} "
+              f"{accuracy:>9}  {promoted}")
+    total = human_bytes(sum(run.size_bytes for run in runs))
+    print(f"{len(runs)} run(s), {total} in all (hard-linked photos counted once per run)")
+    return 0
+
+
 def command_gpu_check(options: argparse.Namespace) -> int:
     from tuneflow.gpu_check import describe, measure_training_speed
 
@@ -343,6 +390,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--data-root", default=str(DEMO_DATA_ROOT), help=f"where the sample and the run go. Default: {DEMO_DATA_ROOT}.")
     demo.set_defaults(handler=command_demo)
+
+    runs = commands.add_parser(
+        "runs",
+        help="list the runs with their size and accuracy, or prune old runs' heavy files",
+        description="`tuneflow runs` lists every run under DATA_ROOT/runs: finished, unfinished (resumable) or "
+        "pruned, its size on disk, the heavy part of it (dataset, decoded cache, checkpoints), its validation "
+        "accuracy and whether it was promoted. `tuneflow runs prune` keeps the heavy files of the newest --keep "
+        "finished runs and removes the others' (models, reports, predictions, metrics and manifests stay), then "
+        "cached preparations and Drive downloads no remaining run uses. Each run does this itself at its end, "
+        "with storage.keep_runs.",
+    )
+    runs.add_argument("action", nargs="?", choices=("list", "prune"), default="list", help="list (default) or prune")
+    runs.add_argument("--keep", type=int, default=StorageSettings().keep_runs,
+                      help=f"finished runs that keep their heavy files. Default: {StorageSettings().keep_runs}.")
+    runs.add_argument("--dry-run", action="store_true", help="with prune: say what would go, remove nothing")
+    runs.add_argument("--data-root", default=str(default_data_root()),
+                      help=f"where the runs are. Default: ${DATA_ROOT_VARIABLE} when set, else data.")
+    runs.set_defaults(handler=command_runs)
 
     gpu_check = commands.add_parser(
         "gpu-check",

@@ -336,6 +336,27 @@ class PromotionSettings(BaseModel):
     )
 
 
+class StorageSettings(BaseModel):
+    """What a run keeps on disk, so that weekly retraining on a growing dataset does not fill it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reuse_prepared: bool = Field(
+        True,
+        description="Prepare each (archive MD5, data settings, seed) once into data_root/cache/prepared/ and give "
+        "every run hard links to it: a run on unchanged data extracts no photo and takes no extra disk space. Off: "
+        "each run extracts its own copy.",
+    )
+    keep_runs: int = Field(
+        3,
+        ge=0,
+        description="How many of the newest finished runs keep their heavy files (the dataset folder, decoded "
+        "caches, checkpoints, other machines' copies); older runs keep their model, reports, predictions, metrics "
+        "and manifest. Cached preparations and Drive downloads no kept run uses go too. Applied at the end of "
+        "each run; `tuneflow runs prune` applies it by hand.",
+    )
+
+
 class RetrainConfig(BaseModel):
     """Everything one retraining run needs: where the photos are, how to split them, how to train."""
 
@@ -350,6 +371,9 @@ class RetrainConfig(BaseModel):
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="How ResNet50 is fine-tuned.")
     promotion: PromotionSettings = Field(
         default_factory=PromotionSettings, description="When the new model replaces the one in use."
+    )
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="What runs keep on disk: reused preparations, retention."
     )
     seed: int = Field(42, ge=0, description="Seed for the split, weight initialisation and shuffling.")
     drive: DriveSettings = Field(

@@ -37,6 +37,9 @@ class PreparedDataset(BaseModel):
     converted: int = Field(0, ge=0, description="Images re-encoded to RGB JPEG/PNG or turned upright.")
     notes: list[str] = Field(default_factory=list, description="Things about the data a user should know.")
     reused_from: Path | None = Field(None, description="The cached preparation this run reused, if any.")
+    cache_entry: Path | None = Field(
+        None, description="The cached preparation this dataset's files are hard links to (made or reused), if any."
+    )
 
     @property
     def total(self) -> int:

@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,15 +27,16 @@ import tensorflow as tf
 from pydantic import BaseModel
 
 from tuneflow.config import TrainingSettings
-from tuneflow.model import build_classifier, decode_image, save_classifier
+from tuneflow.decoded_cache import ensure_decoded_cache, read_cached
+from tuneflow.model import build_classifier, save_classifier
 from tuneflow.records import PreparedDataset, TrainedModel
 
 HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 RESULT_FILE = "trained.json"
-# Decoded images are cached in memory below this size, on disk in the run folder above it.
-MEMORY_CACHE_LIMIT_BYTES = 2 * 1024**3
+# Decoded images, one file per photo, while training runs (tuneflow.decoded_cache); deleted when it ends.
+CACHE_DIR = "cache"
 # ResNet50's stages, bottom to top, by the prefix of their layer names.
 RESNET50_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 # Progress events per epoch: enough for a progress bar that moves, few enough to keep the logs readable.
@@ -90,24 +92,23 @@ def make_input_pipeline(
     cache_dir: Path,
     shuffle: bool,
     drop_remainder: bool = False,
+    emit: Emit = lambda event: None,
 ) -> tf.data.Dataset:
-    """Parallel decode + resize, decoded images cached once, seeded shuffle every epoch, batch, prefetch.
+    """Decode every photo once into cache_dir (tuneflow.decoded_cache), then: the file list reshuffled every epoch
+    (seeded), cached pixels read in parallel, batch, prefetch.
 
-    The cache sits right after decoding, so epochs after the first read uint8 pixels and never touch a JPEG.
+    Memory stays a few batches whatever the dataset's size: what is shuffled is the list of cache files, a few
+    bytes per photo, never the decoded images.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=cache_dir.name)
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(
-        lambda path, label: (decode_image(tf.io.read_file(path), image_size), tf.one_hot(label, num_classes)),
+        lambda file, label: (read_cached(file, image_size), tf.one_hot(label, num_classes)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    if len(paths) * image_size * image_size * 3 <= MEMORY_CACHE_LIMIT_BYTES:
-        dataset = dataset.cache()
-    else:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        dataset = dataset.cache(str(cache_dir / "decoded"))
-    if shuffle:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     # Batches stay uint8 (4x less to copy to the GPU); the model casts its input to float itself.
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
@@ -403,10 +404,12 @@ def train_classifier(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history_path = work_dir / HISTORY_FILE
 
-    common = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed)
-    train_data = make_input_pipeline(train_paths, train_labels, cache_dir=work_dir / "cache" / "train", shuffle=True,
-                                     drop_remainder=across_machines, **common)
-    val_data = make_input_pipeline(val_paths, val_labels, cache_dir=work_dir / "cache" / "val", shuffle=False, **common)
+    common = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed,
+                  emit=emit)
+    train_data = make_input_pipeline(train_paths, train_labels, cache_dir=work_dir / CACHE_DIR / "train",
+                                     shuffle=True, drop_remainder=across_machines, **common)
+    val_data = make_input_pipeline(val_paths, val_labels, cache_dir=work_dir / CACHE_DIR / "val", shuffle=False,
+                                   **common)
     steps_per_epoch = (len(train_paths) // settings.batch_size if across_machines
                        else math.ceil(len(train_paths) / settings.batch_size))
 
@@ -479,6 +482,8 @@ def train_classifier(
         model.save_weights(checkpoint_dir / f"after-{phase.name}.weights.h5")
     seconds = time.perf_counter() - started
     model_path = save_classifier(model, classes, work_dir)
+    # The decoded photos are only for training: gigabytes at Food-101's scale. A failed run keeps them to resume.
+    shutil.rmtree(work_dir / CACHE_DIR, ignore_errors=True)
     epochs_trained = total_epochs - resumed_from
     result = TrainedModel(
         model_path=model_path,

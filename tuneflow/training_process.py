@@ -116,6 +116,17 @@ def describe_event(event: dict) -> str | None:
         return f"{event['phase']} epoch {event['epoch']}/{event['total_epochs']}: {metrics} ({event['seconds']:.1f} s)"
     if kind == "resumed":
         return f"restored the checkpoint after epoch {event['epochs_done']} (phase {event['phase']})"
+    if kind == "cache":
+        # The decoding pass: logged at its start, at each quarter and at its end, not at every progress event.
+        images, state = event["images"], event["state"]
+        if state == "reused":
+            return f"decoded {event['name']} photos: reusing the complete cache of {images} from an earlier attempt"
+        if state == "complete":
+            return f"decoded {event['name']} photos: all {images} cached for the epochs to come"
+        done, step = event["done"], event["step"]  # the pass reports every `step` photos
+        if done == 0 or done * 4 // images != (done - step) * 4 // images:
+            return f"decoding {event['name']} photos into the cache: {done} of {images}"
+        return None
     if kind == "waiting-for-workers":
         hosts = [host for role in event["cluster"].values() for host in role]
         return (

@@ -263,7 +263,8 @@ def link_from_cache(entry: Path, dest: Path, reused: bool) -> PreparedDataset:
     try:
         link_tree(entry / "dataset", work, leave_out=PREPARED_RECORD)
         prepared = read_record(entry / "dataset").model_copy(
-            update={"root": dest, "manifest": dest.parent / MANIFEST_NAME, "reused_from": entry if reused else None}
+            update={"root": dest, "manifest": dest.parent / MANIFEST_NAME, "reused_from": entry if reused else None,
+                    "cache_entry": entry}
         )
         write_record(work, prepared)
         shutil.copyfile(entry / MANIFEST_NAME, dest.parent / MANIFEST_NAME)

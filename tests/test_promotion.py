@@ -345,7 +345,7 @@ def test_the_model_in_use_is_graded_only_on_photos_it_never_trained_on(trained_o
     assert metrics["promotion"]["comparison"]["compared"] == 4 and metrics["promotion"]["comparison"]["left_out"] == 2
 
 
-def promote_in_another_process(trained_once, data_root: Path, name: str, start) -> str:
+def promote_in_another_process(trained_once, data_root: Path, name: str, start):
     """What a run's promote step does, in its own process (a second worker finishing at the same moment)."""
     import multiprocessing
 

@@ -25,14 +25,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-RUNS_FOLDER = "runs"
+from tuneflow.dataset.prepare import PREPARED_RECORD
+from tuneflow.runs import RUN_ARCHIVE_FILE, RUNS_FOLDER
+
 PREPARED_CACHE = Path("cache") / "prepared"
 DRIVE_CACHE = Path("cache") / "drive"
 HEAVY_PARTS = ("dataset", "cache", "checkpoints", "workers")
 FINISHED_MARKER = "report.md"  # written last by the report step
 PRUNED_RECORD = "pruned.json"
-RUN_ARCHIVE_FILE = "archive.json"
-PREPARED_RECORD = "prepared.json"
 FRESH_SECONDS = 3600  # a cached preparation this new may belong to a run still starting
 
 class RunEntry(BaseModel):

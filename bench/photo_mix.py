@@ -46,6 +46,13 @@ REAL_PHOTO_MIX = (
 )
 
 
+# Food-101 alone: no phone photos, the other shares scaled up to make 1.
+FOOD101_PHOTO_MIX = tuple(
+    PhotoKind(kind.name, kind.share / 0.98, kind.width, kind.height, kind.encoding)
+    for kind in REAL_PHOTO_MIX if not kind.name.startswith("phone")
+)
+
+
 def photo_kinds_for(count: int, mix: tuple[PhotoKind, ...] = REAL_PHOTO_MIX) -> list[PhotoKind]:
     """`count` kinds in the mix's proportions (largest remainders), in a fixed shuffled order."""
     exact = [kind.share * count for kind in mix]
@@ -77,16 +84,18 @@ def encode_photo(class_name: str, kind: PhotoKind, rng: random.Random) -> tuple[
     return buffer.getvalue(), ".jpg"
 
 
-def write_photo_mix(root: Path, classes: tuple[str, ...], per_class: int) -> Path:
-    """`root/train/<class>/<n>.<jpg|png>` in the real mix; kept between runs (a marker says it is complete)."""
-    done = root / f".complete-mix-{per_class}"
+def write_photo_mix(
+    root: Path, classes: tuple[str, ...], per_class: int, mix: tuple[PhotoKind, ...] = REAL_PHOTO_MIX
+) -> Path:
+    """`root/train/<class>/<n>.<jpg|png>` in the mix; kept between runs (a marker says it is complete)."""
+    done = root / f".complete-{per_class}"
     if done.exists():
         return root
     for class_name in classes:
         folder = root / "train" / class_name
         folder.mkdir(parents=True, exist_ok=True)
         rng = random.Random(class_name)
-        for number, kind in enumerate(photo_kinds_for(per_class)):
+        for number, kind in enumerate(photo_kinds_for(per_class, mix)):
             data, suffix = encode_photo(class_name, kind, rng)
             (folder / f"{number:05d}{suffix}").write_bytes(data)
     done.touch()

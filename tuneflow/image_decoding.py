@@ -24,12 +24,13 @@ they give the same pixels (tests/test_decoded_cache.py).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Literal
 
 import tensorflow as tf
 from PIL import Image
+
+from tuneflow.dataset.images import plain_jpeg_size
 
 # JPEG decoders can scale by 1/2, 1/4 or 1/8 while decoding (in the DCT domain), largest first.
 JPEG_DECODE_RATIOS = (8, 4, 2)
@@ -38,6 +39,8 @@ JPEG_DECODE_RATIOS = (8, 4, 2)
 SCALED_SHORTER_SIDE_AT_LEAST = (6, 7)
 ResizeFilter = Literal["bilinear", "area", "antialias"]
 RESIZE_FILTERS: tuple[ResizeFilter, ...] = ("bilinear", "area", "antialias")
+HEADER_BYTES = 4096  # where a plain JPEG's frame header or a PNG's IHDR is
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +84,20 @@ def plan_decode(width: int, height: int, jpeg: bool, image_size: int) -> DecodeP
 
 
 def plan_decode_of_file(path: str, image_size: int) -> DecodePlan:
-    """The plan of one photo from its header (Pillow reads a few hundred bytes, never the pixels)."""
+    """The plan of one photo from its header: the first few KB, never the pixels.
+
+    The JPEGs and PNGs preparation writes are read by a scan of their markers or their IHDR chunk (7x cheaper
+    than Pillow, which parses every table in Python: 22 against 156 microseconds a photo); anything else by
+    Pillow.
+    """
     with open(path, "rb") as handle:
-        head = handle.read(64 * 1024)
-    with Image.open(io.BytesIO(head)) as image:  # a header beyond 64 KiB (huge EXIF) is read on demand
+        head = handle.read(HEADER_BYTES)
+    jpeg_size = plain_jpeg_size(head)
+    if jpeg_size:
+        return plan_decode(*jpeg_size, True, image_size)
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        return plan_decode(int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), False, image_size)
+    with Image.open(path) as image:
         width, height = image.size
         jpeg = image.format in ("JPEG", "MPO")
     return plan_decode(width, height, jpeg, image_size)

@@ -6,9 +6,11 @@ them, so "downloaded nothing" and "did not retry" are checked where a user would
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import os
 import pickle
 import random
 import webbrowser
@@ -359,8 +361,10 @@ def test_connection_dropped_mid_body_resumes_from_bytes_on_disk(drive, drive_emu
 
     assert result.path.read_bytes() == CONTENT
     dropped, retried = range_after_first_fault(drive_emulator, file_id)
-    assert dropped != f"bytes=0-{CHUNK - 1}" and retried == dropped  # resumed where it broke, not restarted
-    assert len(media_ranges(drive_emulator, file_id)) == math.ceil(SIZE / CHUNK) + 1
+    assert dropped == f"bytes={2 * CHUNK}-{3 * CHUNK - 1}"
+    # Resumed at the first byte that did not arrive: the 1,000 that did are kept, nothing is asked for twice.
+    assert retried == f"bytes={2 * CHUNK + 1000}-{3 * CHUNK + 1000 - 1}"
+    assert len(media_ranges(drive_emulator, file_id)) == 3 + math.ceil((SIZE - 2 * CHUNK - 1000) / CHUNK)
 
 
 def test_a_stalled_server_times_out_and_is_retried(drive_emulator, key_file, tmp_path):
@@ -581,3 +585,40 @@ def test_the_leak_check_would_notice_a_logged_key(test_key):
     assert_no_key_text("nothing secret here", test_key)
     with pytest.raises(AssertionError):
         assert_no_key_text(text, test_key)
+
+
+def test_a_full_disk_mid_download_leaves_a_part_file_its_md5_state_describes(tmp_path):
+    """A write that fails (ENOSPC) after some bytes: the file is cut back to what was hashed, so a resumed
+    download extends bytes whose MD5 it knows, and the error reaches the caller."""
+    import errno
+    import hashlib
+
+    from tuneflow.drive.part_writer import BUFFER_BYTES, PartWriter
+
+    class FillsUp(io.FileIO):
+        def write(self, data):  # half of the third buffer fits, then the disk is full
+            if self.tell() >= 2 * BUFFER_BYTES + BUFFER_BYTES // 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data[: BUFFER_BYTES // 2])
+
+    part = tmp_path / "x.part"
+    payload = os.urandom(4 * BUFFER_BYTES)
+    out = FillsUp(part, "ab")
+    writer = PartWriter(out, hashlib.md5())
+    offset = 0
+
+    def read_into(buffer):
+        nonlocal offset
+        taken = payload[offset : offset + len(buffer)]
+        buffer[: len(taken)] = taken
+        offset += len(taken)
+        return len(taken)
+
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(4):
+            writer.fill(read_into)
+    writer.close()
+    out.close()
+    on_disk = part.read_bytes()
+    assert len(on_disk) == writer.written == 2 * BUFFER_BYTES
+    assert writer.digest.hexdigest() == hashlib.md5(on_disk).hexdigest() == hashlib.md5(payload[: len(on_disk)]).hexdigest()

@@ -178,7 +178,7 @@ def decode_ignoring_exif(encoded: bytes) -> np.ndarray:
     """What predict did before: TensorFlow straight on the file's bytes, which never reads EXIF."""
     import tensorflow as tf
 
-    from tuneflow.model import decode_image
+    from tuneflow.image_decoding import decode_image
 
     return decode_image(tf.constant(encoded), 32).numpy()
 

@@ -713,7 +713,7 @@ def test_every_format_and_mode_becomes_an_rgb_jpeg_or_png(tmp_path):
 
 
 def test_written_images_decode_in_tensorflow_as_rgb(tmp_path):
-    from tuneflow.model import decode_image
+    from tuneflow.image_decoding import decode_image
     import tensorflow as tf
 
     entries = {

@@ -253,10 +253,11 @@ class DriveSettings(BaseModel):
         "(without a timeout a stalled connection would hang the run).",
     )
     chunk_mib: int = Field(
-        16,
+        64,
         ge=1,
-        le=256,
-        description="Size of each ranged download request in MiB; the download holds about twice this in memory.",
+        le=1024,
+        description="Size of each ranged download request in MiB: how often progress is reported and the most a "
+        "retry asks for again. Memory stays 4 MiB of buffers whatever it is.",
     )
     max_retries: int = Field(
         5,

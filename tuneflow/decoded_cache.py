@@ -14,6 +14,7 @@ deletes it and decodes again; there is no lock to go stale. Training deletes its
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tuneflow.model import decode_image
+from tuneflow.image_decoding import DecodePlan, decode_with_plan, plan_decode_of_file
 
 COMPLETE_FILE = "complete.json"
 CACHE_SUFFIX = ".tensor"
@@ -71,18 +72,24 @@ def ensure_decoded_cache(
     chunk = max(1, len(paths) // PROGRESS_EVENTS_PER_PASS)
     emit({"event": "cache", "name": name, "state": "decoding", "images": len(paths), "done": 0, "step": chunk})
 
-    def decode_and_write(source: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        pixels = decode_image(tf.io.read_file(source), image_size)
-        with tf.control_dependencies([tf.io.write_file(target, tf.io.serialize_tensor(pixels))]):
-            return tf.constant(1, tf.int64)
+    # Planned from the headers, then each plan's photos decoded by a graph without conditionals (see
+    # tuneflow.image_decoding): the same pixels as decode_image, at a fraction of the cost per photo.
+    groups: dict[DecodePlan, list[int]] = {}
+    for index, path in enumerate(paths):
+        groups.setdefault(read_plan(path, image_size), []).append(index)
 
-    writes = (
-        tf.data.Dataset.from_tensor_slices((paths, files))
-        .map(decode_and_write, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        .batch(chunk)
-    )
+    def decode_group(plan: DecodePlan, indices: list[int]) -> tf.data.Dataset:
+        def decode_and_write(source: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+            pixels = decode_with_plan(tf.io.read_file(source), image_size, plan)
+            with tf.control_dependencies([tf.io.write_file(target, tf.io.serialize_tensor(pixels))]):
+                return tf.constant(1, tf.int64)
+
+        sources = tf.data.Dataset.from_tensor_slices(([paths[i] for i in indices], [files[i] for i in indices]))
+        return sources.map(decode_and_write, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+    groups_in_turn = [decode_group(plan, indices) for plan, indices in groups.items()]
     done = 0
-    for written in writes:
+    for written in functools.reduce(tf.data.Dataset.concatenate, groups_in_turn).batch(chunk) if paths else []:
         done += int(tf.reduce_sum(written))
         emit({"event": "cache", "name": name, "state": "decoding", "images": len(paths), "done": done, "step": chunk})
     temporary = cache_dir / f".{COMPLETE_FILE}.tmp"
@@ -90,6 +97,16 @@ def ensure_decoded_cache(
     os.replace(temporary, cache_dir / COMPLETE_FILE)  # last: only a cache with every photo written is complete
     emit({"event": "cache", "name": name, "state": "complete", "images": len(paths)})
     return files
+
+
+def read_plan(path: str, image_size: int) -> DecodePlan:
+    try:
+        return plan_decode_of_file(path, image_size)
+    except (OSError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
+        raise ValueError(
+            f"cannot read the image header of {path!r} ({type(error).__name__}: {error}); training reads the "
+            "photos preparation wrote: prepare the archive again (tuneflow retrain does) instead of editing them"
+        ) from error
 
 
 def read_cached(file: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -1,9 +1,7 @@
-"""The classifier: ResNet50 with its preprocessing inside, a small head, and the one image loader everything uses.
+"""The classifier: ResNet50 with its preprocessing inside and a small head.
 
-Training, evaluation and `tuneflow predict` all read images through `decode_image`, and the saved model
-preprocesses its own input, so a prediction can never be preprocessed differently from training. `decode_image`
-takes the RGB JPEGs and PNGs preparation writes; `tuneflow.predict` puts a raw photo through preparation's check
-(EXIF orientation, format and colour conversion) before it.
+Training, evaluation and `tuneflow predict` all read images through `tuneflow.image_decoding`, and the saved
+model preprocesses its own input, so a prediction can never be preprocessed differently from training.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
@@ -26,43 +23,6 @@ class ResNet50Preprocess(keras.layers.Layer):
 
     def call(self, inputs):
         return keras.applications.resnet50.preprocess_input(inputs)
-
-
-# JPEG decoders can scale by 1/2, 1/4 or 1/8 while decoding (in the DCT domain), largest first.
-JPEG_DECODE_RATIOS = (8, 4, 2)
-
-
-def decode_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP bytes -> image_size x image_size x 3 uint8 RGB.
-
-    A JPEG is decoded straight at 1/2, 1/4 or 1/8 of its size when it stays at least image_size on both sides:
-    an area downscale done inside the decoder, far cheaper than decoding every pixel of a 512-px photo only to
-    shrink it (TensorFlow's own ResNet input pipeline decodes with the same fast integer DCT). What is usually left
-    is a shrink by less than 2x, where plain bilinear resizing doesn't alias: measured, antialiasing there would
-    cost ~40 % of the first epoch. Any bigger shrink (other formats, panoramas) is antialiased.
-    """
-
-    def decode_jpeg() -> tf.Tensor:
-        smaller_side = tf.reduce_min(tf.io.extract_jpeg_shape(encoded)[:2])
-        branch = tf.reduce_sum(tf.cast(smaller_side < tf.constant(JPEG_DECODE_RATIOS) * image_size, tf.int32))
-        decoders = [
-            lambda ratio=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=ratio, dct_method="INTEGER_FAST")
-            for ratio in (*JPEG_DECODE_RATIOS, 1)
-        ]
-        return tf.switch_case(branch, decoders)
-
-    def decode_other() -> tf.Tensor:
-        return tf.io.decode_image(encoded, channels=3, expand_animations=False)
-
-    image = tf.cond(tf.io.is_jpeg(encoded), decode_jpeg, decode_other)
-    shrink_twice_or_more = tf.reduce_max(tf.shape(image)[:2]) >= 2 * image_size
-    resized = tf.cond(
-        shrink_twice_or_more,
-        lambda: tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True),
-        lambda: tf.image.resize(image, (image_size, image_size), method="bilinear"),
-    )
-    # Rounded to uint8: cached images take 4x less memory than float32.
-    return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
 def build_classifier(

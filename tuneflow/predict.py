@@ -24,7 +24,8 @@ import tensorflow as tf
 from tuneflow.dataset.archive import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES, suffix_of, unsupported_format
 from tuneflow.dataset.images import inspect_image
 from tuneflow.metrics import predictions_table
-from tuneflow.model import decode_image, predict_probabilities
+from tuneflow.image_decoding import decode_image
+from tuneflow.model import predict_probabilities
 
 # A folder or zip is read as preparation reads a dataset.zip: files with these suffixes are tried (the photo
 # formats preparation cannot read are named with the fix); every other file is counted as ignored, not tried.

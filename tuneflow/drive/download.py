@@ -13,21 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from googleapiclient.errors import HttpError
 from pydrive2.drive import GoogleDrive
 
 from tuneflow.checksums import md5_state_of_file
-from tuneflow.drive.client import thread_http
 from tuneflow.drive.errors import DriveIntegrityError
 from tuneflow.drive.logs import Logger, log
+from tuneflow.drive.media import MediaClient
 from tuneflow.drive.metadata import DriveFile, require_downloadable
 from tuneflow.drive.part_writer import PartWriter
 from tuneflow.drive.progress import ProgressCallback, ProgressReporter, mib
 from tuneflow.drive.retry import RetryPolicy, with_retries
 
-# Each Range request is read whole into memory by httplib2, so this bounds the download's memory; 16 MiB keeps
-# the per-request overhead negligible (64 requests for 1 GiB).
-DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
+# The bytes one Range request asks for. Bodies stream through a few 1 MiB buffers (tuneflow.drive.part_writer),
+# so this no longer bounds memory; it is how much a retry may re-request and how often progress is reported:
+# 64 MiB is 16 requests for 1 GiB on one kept-alive connection.
+DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def download_file(
@@ -77,10 +77,10 @@ def download_file(
                 file.title, file.id, file.revision, mib(file.size), target,
             )
         reporter = ProgressReporter(file, logger, on_progress, done)
-        state = {"digest": digest}
+        state = {"digest": digest}  # the MD5 of what is in `part`, kept across retries
 
         def fetch_rest() -> None:
-            state["digest"] = _fetch_missing_bytes(drive, file, part, state["digest"], chunk_bytes, reporter)
+            _fetch_missing_bytes(drive, file, part, state, chunk_bytes, reporter)
 
         try:
             with_retries(f"downloading {file.title!r} ({file.id})", fetch_rest, drive, file.id, retry, sleep, logger)
@@ -112,25 +112,24 @@ def _resume_digest(part: Path, expected_size: int) -> Any:
 
 
 def _fetch_missing_bytes(
-    drive: GoogleDrive, file: DriveFile, part: Path, digest: Any, chunk_bytes: int, reporter: ProgressReporter
-) -> Any:
-    """Append the bytes after the end of `part` to it, one Range request per chunk; returns the MD5 state."""
+    drive: GoogleDrive, file: DriveFile, part: Path, state: dict[str, Any], chunk_bytes: int,
+    reporter: ProgressReporter,
+) -> None:
+    """Append the bytes after the end of `part` to it, one Range request per chunk, keeping state["digest"] the
+    MD5 of every byte in `part`, whether this returns or raises."""
     total = file.size or 0
-    request = drive.auth.service.files().get_media(fileId=file.id, acknowledgeAbuse=False)
-    http_obj = thread_http(drive)
-    # "ab": what is already on disk is kept and extended; a failure mid-request writes nothing of that chunk,
-    # because httplib2 returns a response body whole or raises.
-    with part.open("ab") as out:
-        writer = PartWriter(out, digest, reporter)
+    uri = drive.auth.service.files().get_media(fileId=file.id, acknowledgeAbuse=False).uri
+    # "ab": what is already on disk is kept and extended. A failure mid-request keeps the bytes that arrived:
+    # the file and its MD5 state always agree, and the retry asks for the rest.
+    with part.open("ab", buffering=0) as out, MediaClient(drive) as client:
+        writer = PartWriter(out, state["digest"])
         try:
             done = writer.written
             while done < total:
                 last = min(done + chunk_bytes, total) - 1
-                response, content = http_obj.request(
-                    request.uri, method="GET", headers={"range": f"bytes={done}-{last}"}
-                )
+                response = client.get_range(uri, done, last)
                 if response.status == 206:
-                    first, _, size = _parse_content_range(response.get("content-range", ""))
+                    first, end, size = _parse_content_range(response.getheader("content-range", ""))
                     if size != total:
                         raise DriveIntegrityError(
                             f"Drive now serves {size} bytes for {file.title!r} ({file.id}) but listed {total}: the "
@@ -138,25 +137,44 @@ def _fetch_missing_bytes(
                         )
                     if first != done:
                         raise http.client.HTTPException(f"asked for bytes from {done}, got a range from {first}")
+                    expected = end - first + 1
                 elif response.status == 200:
-                    # The server ignored Range and sent everything: keep that instead of what we had.
-                    if len(content) != total:
+                    # The server ignored Range and sends everything: keep that instead of what we had.
+                    expected = int(response.getheader("content-length") or -1)
+                    if expected != total:
                         raise DriveIntegrityError(
-                            f"Drive sent {len(content)} bytes for {file.title!r} ({file.id}) but listed {total}: "
+                            f"Drive sent {expected} bytes for {file.title!r} ({file.id}) but listed {total}: "
                             "the file changed during the download; run again to fetch the new revision"
                         )
                     writer.start_over()
+                    reporter.restart()
                     done = 0
                 else:
-                    raise HttpError(response, content, uri=request.uri)
-                if not content:
+                    raise http.client.HTTPException(f"unexpected HTTP {response.status} for a Range request")
+                if expected < 1:
                     raise http.client.HTTPException(f"empty body for bytes {done}-{last}")
-                writer.append(content)
-                done += len(content)
+                _stream_body(response, writer, expected)
+                writer.wait()
+                done = writer.written
+                reporter.update(done)
         finally:
-            # Whatever happened, the chunk in flight lands first, so the file and its MD5 state agree.
+            # Whatever happened, the bytes received land first, so the file and its MD5 state agree.
             writer.close()
-    return writer.digest
+            state["digest"] = writer.digest  # a new one if the server made us start over
+
+
+def _stream_body(response: http.client.HTTPResponse, writer: PartWriter, length: int) -> None:
+    """Read exactly `length` body bytes into the writer's buffers; a connection that ends early raises."""
+    remaining = length
+
+    def read_into(buffer: memoryview) -> int:
+        return response.readinto(buffer[: min(len(buffer), remaining)])
+
+    while remaining:
+        received = writer.fill(read_into)  # http.client raises IncompleteRead when the body ends short
+        if not received:
+            raise http.client.IncompleteRead(b"", remaining)
+        remaining -= received
 
 
 def _parse_content_range(value: str) -> tuple[int, int, int]:

@@ -1,60 +1,87 @@
-"""The writer thread: a download's chunks are appended to its .part file and hashed while the next one arrives."""
+"""Appending a download's bytes to its .part file while a helper thread hashes them."""
 
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import Future, ThreadPoolExecutor
+import os
+import queue
+import threading
+from collections.abc import Callable
 from typing import Any
 
-from tuneflow.drive.progress import ProgressReporter
-
-WRITE_SLICE_BYTES = 1024 * 1024  # fits in L2/L3 cache
+BUFFER_BYTES = 1024 * 1024  # fits in the CPU's cache: received, written and hashed while still there
+BUFFERS = 4  # the download's memory: BUFFERS x BUFFER_BYTES, whatever the file's size
 
 
 class PartWriter:
-    """Appends chunks to the .part file and hashes them on a helper thread, one chunk behind the network.
+    """Receives into a few reusable buffers, appends each to the .part file, and hashes it on a helper thread.
 
-    Writing and hashing cost about as much time as receiving; all three release the GIL, so doing them while
-    the next chunk arrives nearly halves a large download. At most two chunks are in memory at once. Progress
-    is reported from the calling thread, where the task layer's Prefect context lives.
+    The calling thread receives a buffer and writes it to the file, as curl does; the helper feeds it to the MD5
+    (as costly per byte as receiving and writing together) and gives it back. All three release the GIL, so they
+    run on two cores at once, and no byte lands in fresh memory the kernel must first zero (httplib2's whole-body
+    reads did). `written` counts the bytes on disk and hashed, once `wait` has returned: the file and its MD5 state
+    always agree, also when a write fails (the file is cut back to the last byte hashed).
     """
 
-    def __init__(self, out: Any, digest: Any, reporter: ProgressReporter):
-        self.out, self.digest, self.reporter = out, digest, reporter
-        self.written = out.tell()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drive-part-writer")
-        self._pending: Future[None] | None = None
+    def __init__(self, out: Any, digest: Any):
+        self.out, self.digest = out, digest
+        self.written = out.tell()  # bytes in the file; all of them hashed once `wait` returns
+        self._free: queue.Queue[memoryview] = queue.Queue()
+        for _ in range(BUFFERS):
+            self._free.put(memoryview(bytearray(BUFFER_BYTES)))
+        self._to_hash: queue.Queue[tuple[memoryview, int] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._hash_in_turn, name="drive-part-hasher", daemon=True)
+        self._thread.start()
 
-    def _write(self, content: bytes) -> None:
-        # Slice by slice, so MD5 reads each slice from the CPU cache right after write() copied it: twice
-        # the throughput of writing 16 MiB and then hashing 16 MiB from memory.
-        view = memoryview(content)
-        for start in range(0, len(view), WRITE_SLICE_BYTES):
-            piece = view[start : start + WRITE_SLICE_BYTES]
-            self.out.write(piece)
-            self.digest.update(piece)
-        self.written += len(content)
+    def _hash_in_turn(self) -> None:
+        while (item := self._to_hash.get()) is not None:
+            buffer, length = item
+            try:
+                self.digest.update(buffer[:length])
+            finally:
+                self._free.put(buffer)
 
-    def append(self, content: bytes) -> None:
-        self.wait()
-        self._pending = self._pool.submit(self._write, content)
+    def fill(self, read_into: Callable[[memoryview], int]) -> int:
+        """Let `read_into` fill a free buffer (it returns how many bytes it put there); append and hash those."""
+        buffer = self._free.get()
+        try:
+            length = read_into(buffer)
+        except BaseException:
+            self._free.put(buffer)
+            raise
+        if not length:
+            self._free.put(buffer)
+            return 0
+        try:
+            data = buffer[:length]
+            while data:
+                data = data[self.out.write(data) :]  # a raw file may take fewer bytes than offered
+        except BaseException:
+            # A full disk: what this buffer left in the file is not hashed, so it goes.
+            self._free.put(buffer)
+            self.wait()
+            os.ftruncate(self.out.fileno(), self.written)
+            raise
+        self.written += length
+        self._to_hash.put((buffer, length))
+        return length
 
     def wait(self) -> None:
-        """Block until the chunk in flight is on disk and hashed (re-raising a write error here)."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-            self.reporter.update(self.written)
+        """Block until every byte written is hashed too."""
+        # Every buffer back in the free list means nothing is queued or being hashed.
+        taken = [self._free.get() for _ in range(BUFFERS)]
+        for buffer in taken:
+            self._free.put(buffer)
 
     def start_over(self) -> None:
         self.wait()
         self.out.seek(0)
         self.out.truncate()
         self.digest, self.written = hashlib.md5(), 0
-        self.reporter.restart()
 
     def close(self) -> None:
         try:
             self.wait()
         finally:
-            self._pool.shutdown(wait=True)
+            self._to_hash.put(None)
+            self._thread.join()

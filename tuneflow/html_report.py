@@ -46,13 +46,14 @@ class ReportContent:
     decision: PromotionDecision | None
     current_metrics: Metrics | None
     history: pd.DataFrame
-    figures: dict[str, bytes]  # name -> PNG: curves, confusion, per_class, calibration
+    figures: dict[str, bytes]  # name -> PNG: curves, confusion, per_class, calibration, history
     mistakes: list[Thumbnail]
     typical: dict[str, list[Thumbnail]]
     dataset: BaseModel
     archive: BaseModel
     training: dict
     config: dict
+    versions: list = field(default_factory=list)  # tuneflow.history.VersionRow of every model version, oldest first
     generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 

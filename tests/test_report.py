@@ -29,6 +29,7 @@ from tuneflow.markdown_text import escape
 from tuneflow.tasks.report import HTML_LINK_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, publish_artifacts
 from tuneflow.training import list_split
 from tests.records import training_record
+from tests.test_deployments import local_stack  # noqa: F401 (fixture: a real `prefect server start`)
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
 from tuneflow.comparison import compare_paired
@@ -244,14 +245,14 @@ def test_dashboard_artifacts_under_stable_keys(run, prefect_server):
     assert f"{run['metrics'].accuracy:.2%}" in summary[0].data and escape(run["decision"].reason) in summary[0].data
     rows = table[0].data if isinstance(table[0].data, list) else json.loads(table[0].data)
     assert [row["class"] for row in rows] == run["metrics"].classes
-    first = run["metrics"].per_class[rows[0]["class"]]
-    assert (rows[0]["support"], rows[0]["f1"]) == (first.support, pytest.approx(first.f1, abs=1e-4))
+    top = run["metrics"].per_class[rows[0]["class"]]
+    assert (rows[0]["support"], rows[0]["f1"]) == (top.support, pytest.approx(top.f1, abs=1e-4))
     by_run = {str(a.flow_run_id): a for a in link}
-    assert (by_run[str(first)].type, by_run[str(first)].data) == (
-        "link", f"https://files.example/tuneflow/runs/{RUN_ID}/report.html")
+    # Prefect stores a link artifact as markdown: [text](link).
+    assert by_run[str(first)].data == f"[report.html of run {RUN_ID}](https://files.example/tuneflow/runs/{RUN_ID}/report.html)"
     where = by_run[str(second)]
     # Without a URL: where the file is and how to copy it, and no link that would open only on the worker.
-    assert where.type == "markdown" and "file://" not in where.data and "](" not in where.data
+    assert "file://" not in where.data and "](" not in where.data
     assert f"`{html.resolve()}`" in where.data and f"scp gpu-worker-1:{html.resolve()} ." in where.data
 
 
@@ -523,8 +524,8 @@ def test_history_is_read_from_the_registry_and_old_versions_show_dashes(tmp_path
     markdown = render_history_markdown(rows, None)
     table = table_rows(markdown)
     old, new = table["20261101-030000-aaaaaa"], table["20261108-030000-bbbbbb"]
-    assert old[2:] == ["—", "24 trained on", "60.00%", "—", "—", ""]  # stored before these were recorded
-    assert new[2:] == ["Drive rev2", "30 (24 + 6)", "70.00%", "0.650", "yes", "in use"]
+    assert old[2:] == ["—", "24 trained on", "60.00%", "—", "—"]  # stored before these were recorded
+    assert new[2:] == ["Drive rev2", "30 (24 + 6)", "70.00%", "0.650", "yes, in use"]
     assert list(table) == ["20261108-030000-bbbbbb", "20261101-030000-aaaaaa"]  # newest first
     assert history_chart(rows).startswith(b"\x89PNG") and history_chart([]) is None
 
@@ -555,11 +556,51 @@ def test_history_artifact_across_three_runs_read_back_through_the_api(prefect_se
     assert len(table_rows(first.data)) == 1 and len(table_rows(second.data)) == 2
     table = table_rows(third.data)
     assert list(table) == ["20261115-030000-aaaaa3", "20261108-030000-aaaaa2", "20261101-030000-aaaaa1"]
-    assert [table[v][4:] for v in table] == [["80.00%", "0.750", "yes", "in use"], ["65.00%", "0.600", "no", ""],
-                                             ["70.00%", "0.650", "yes", ""]]
+    assert [table[v][4:] for v in table] == [["80.00%", "0.750", "yes, in use"], ["65.00%", "0.600", "no"],
+                                             ["70.00%", "0.650", "yes"]]
     assert table["20261108-030000-aaaaa2"][2:4] == ["Drive rev-2", "30 (24 + 6)"]
     (chart,) = data_uris(third.data)
     image = Image.open(io.BytesIO(base64.b64decode(chart.split(",", 1)[1])))
     assert image.format == "PNG" and image.width > 0
     # The second run's history said the first version was still in use: it was not replaced.
-    assert table_rows(second.data)["20261101-030000-aaaaa1"][-1] == "in use"
+    assert table_rows(second.data)["20261101-030000-aaaaa1"][-1] == "yes, in use"
+
+
+@pytest.mark.slow  # starts `prefect server start`
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_as_text(hostile_run, local_stack,
+                                                                                       browser):
+    """The retrain-report artifact of a run whose class and file names are markup, opened in the real dashboard of
+    a `prefect server start` (the test harness's server serves no UI). Written as it was before escaping, the UI
+    made <img src="x"> elements of those names."""
+    from prefect import flow
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    content = hostile_run["content"]
+
+    @flow
+    def publish():
+        publish_artifacts(content, locate_report(hostile_run["files"].html, RUN_ID, None, "gpu-worker-1"))
+        return flow_run.id
+
+    with temporary_settings(updates={PREFECT_API_URL: local_stack.api_url}):
+        run_id = str(publish())
+        (report,) = [a for a in read_artifacts(SUMMARY_ARTIFACT_KEY) if str(a.flow_run_id) == run_id]
+    browser.get(f"{local_stack.url}/artifacts/artifact/{report.id}")
+    expected = 3 + len(content.mistakes)  # per class, confusion, training curves, one per mistake
+
+    def rendered(driver):  # the UI fetches the artifact, then renders its markdown, then the images decode
+        images = driver.execute_script(
+            "return Array.from(document.querySelectorAll('main img, body img'))"
+            ".filter(i => (i.getAttribute('src') || '').startsWith('data:image/png'))"
+            ".map(i => [i.complete, i.naturalWidth])")
+        return len(images) >= expected and all(complete for complete, _ in images) and images
+
+    images = WebDriverWait(browser, 120).until(rendered)
+    assert len(images) == expected and all(width > 0 for _, width in images), images
+    assert browser.execute_script("return document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
+    text = browser.execute_script("return document.body.innerText")
+    assert f"{MARKUP_CLASS} → " in text and f"→ {MARKUP_CLASS}" in text  # as text, in the confused pairs
+    assert JAPANESE_CLASS in text and "<script>alert(" in text  # a Japanese class, a file name with markup

@@ -16,7 +16,8 @@ from tuneflow import plots
 from tuneflow.markdown_text import UNDEFINED, escape, number, percent, table
 from tuneflow.model_registry import current_version, list_versions, read_version_record
 
-HISTORY_COLUMNS = ["version", "trained", "data revision", "photos", "accuracy", "macro F1", "promoted", "in use"]
+# The model in use is named in the "promoted" column: the dashboard's artifact pane cuts off an eighth column.
+HISTORY_COLUMNS = ["version", "trained", "data revision", "photos", "accuracy", "macro F1", "promoted"]
 
 
 class VersionRow(BaseModel):
@@ -71,8 +72,10 @@ def photos_text(row: VersionRow) -> str:
     return f"{row.training_photos + row.validation_photos:,} ({row.training_photos:,} + {row.validation_photos:,})"
 
 
-def yes_no(value: bool | None) -> str:
-    return UNDEFINED if value is None else ("yes" if value else "no")
+def promoted_text(row: VersionRow) -> str:
+    """Whether its run promoted it, and whether it is in use now (a rollback can put any version in use)."""
+    promoted = UNDEFINED if row.promoted is None else ("yes" if row.promoted else "no")
+    return f"{promoted}, in use" if row.in_use else promoted
 
 
 def history_cells(row: VersionRow) -> list[str]:
@@ -84,8 +87,7 @@ def history_cells(row: VersionRow) -> list[str]:
         photos_text(row),
         percent(row.accuracy),
         number(row.macro_f1),
-        yes_no(row.promoted),
-        "in use" if row.in_use else "",
+        promoted_text(row),
     ]
 
 

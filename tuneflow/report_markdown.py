@@ -1,7 +1,8 @@
-"""The report as markdown: report.md, the dashboard's summary artifact, and the per-class table they show.
+"""The report as markdown: report.md, the dashboard's report artifact, and the per-class table they show.
 
 Pure functions of the metrics and records the report gathered (tuneflow.report); report.html is rendered from
-the same ReportContent by tuneflow.html_report.
+the same ReportContent by tuneflow.html_report, and tuneflow.dashboard embeds the figures for the artifact. Every
+name from the archive goes through tuneflow.markdown_text (escaped; — where a value is undefined).
 """
 
 from __future__ import annotations

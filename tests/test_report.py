@@ -29,7 +29,7 @@ from tuneflow.markdown_text import escape
 from tuneflow.tasks.report import HTML_LINK_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, publish_artifacts
 from tuneflow.training import list_split
 from tests.records import training_record
-from tests.test_deployments import local_stack  # noqa: F401 (fixture: a real `prefect server start`)
+from tests.test_deployments import running_stack
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
 from tuneflow.comparison import compare_paired
@@ -205,6 +205,17 @@ def test_metrics_json_is_reproduced_from_predictions_csv_alone(run):
     assert compute_metrics(read_predictions(run["run_dir"] / "predictions.csv"), saved.classes) == saved
 
 
+@pytest.fixture(scope="module")
+def dashboard_server(tmp_path_factory):
+    """A real `prefect server start` (with its dashboard: the test harness's server serves none) that this
+    module's flows report to."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with running_stack(tmp_path_factory.mktemp("dashboard-server")) as stack:
+        with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+            yield stack
+
+
 def read_artifacts(key: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -217,7 +228,7 @@ def read_artifacts(key: str) -> list:
 
 
 @pytest.mark.slow  # starts a Prefect server
-def test_dashboard_artifacts_under_stable_keys(run, prefect_server):
+def test_dashboard_artifacts_under_stable_keys(run, dashboard_server):
     from prefect import flow
 
     from prefect.runtime import flow_run
@@ -338,7 +349,7 @@ def test_names_from_the_archive_show_as_text_never_as_markup(hostile_run, browse
 
 # --- the dashboard: figures inline, names as text, — where undefined, accuracy across retrainings -------------
 
-def with_undefined_values(run) -> "ReportContent":
+def with_undefined_values(run):
     """The run's report where the first class is never predicted (precision undefined) and the last has no
     validation image (recall and F1 undefined), for the new model and the model in use alike."""
     from dataclasses import replace
@@ -385,8 +396,9 @@ HOSTILE_NAMES = [
 
 
 def render_like_the_dashboard(markdown: str) -> str:
-    """Markdown to HTML as the Prefect UI's renderer does it: CommonMark, GFM tables and strikethrough, raw HTML
-    passed through (the UI does not strip it), linkify on."""
+    """Markdown to HTML close to the Prefect UI's renderer (marked): CommonMark, GFM tables and strikethrough, raw
+    HTML passed through as the UI lets it through. (GFM's bare-URL autolinks are not rendered here: that needs
+    linkify-it-py; escape's rules for them follow the GFM spec.)"""
     from markdown_it import MarkdownIt
 
     return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
@@ -445,8 +457,6 @@ def test_report_artifact_embeds_small_palette_figures_and_the_mistakes(run):
         assert image.format == "PNG" and image.mode == "P" and 0 < image.width <= FIGURE_WIDTH_PX
     assert report.size_bytes == len(report.markdown.encode()) < ARTIFACT_BUDGET_BYTES and not report.left_out
     print(f"retrain-report artifact: {report.size_bytes:,} bytes, {len(uris)} images")
-    for p in select_mistakes(run["predictions"]):
-        pass
     captions = [f"{row.true_class} → {row.predicted_class} ({row.confidence:.0%})"
                 for row in select_mistakes(run["predictions"]).itertuples()]
     assert all(escape(caption) in report.markdown for caption in captions)
@@ -531,7 +541,7 @@ def test_history_is_read_from_the_registry_and_old_versions_show_dashes(tmp_path
 
 
 @pytest.mark.slow  # starts a Prefect server
-def test_history_artifact_across_three_runs_read_back_through_the_api(prefect_server, tmp_path):
+def test_history_artifact_across_three_runs_read_back_through_the_api(dashboard_server, tmp_path):
     from PIL import Image
     from prefect import flow
     from prefect.runtime import flow_run
@@ -566,16 +576,14 @@ def test_history_artifact_across_three_runs_read_back_through_the_api(prefect_se
     assert table_rows(second.data)["20261101-030000-aaaaa1"][-1] == "yes, in use"
 
 
-@pytest.mark.slow  # starts `prefect server start`
+@pytest.mark.slow  # starts a Prefect server
 @pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
-def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_as_text(hostile_run, local_stack,
-                                                                                       browser):
-    """The retrain-report artifact of a run whose class and file names are markup, opened in the real dashboard of
-    a `prefect server start` (the test harness's server serves no UI). Written as it was before escaping, the UI
-    made <img src="x"> elements of those names."""
+def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_as_text(hostile_run,
+                                                                                       dashboard_server, browser):
+    """The retrain-report artifact of a run whose class and file names are markup, opened in the real dashboard.
+    Written as it was before escaping, the UI made <img src="x"> elements of those names."""
     from prefect import flow
     from prefect.runtime import flow_run
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from selenium.webdriver.support.ui import WebDriverWait
 
     content = hostile_run["content"]
@@ -585,10 +593,9 @@ def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_a
         publish_artifacts(content, locate_report(hostile_run["files"].html, RUN_ID, None, "gpu-worker-1"))
         return flow_run.id
 
-    with temporary_settings(updates={PREFECT_API_URL: local_stack.api_url}):
-        run_id = str(publish())
-        (report,) = [a for a in read_artifacts(SUMMARY_ARTIFACT_KEY) if str(a.flow_run_id) == run_id]
-    browser.get(f"{local_stack.url}/artifacts/artifact/{report.id}")
+    run_id = str(publish())
+    (report,) = [a for a in read_artifacts(SUMMARY_ARTIFACT_KEY) if str(a.flow_run_id) == run_id]
+    browser.get(f"{dashboard_server.url}/artifacts/artifact/{report.id}")
     expected = 3 + len(content.mistakes)  # per class, confusion, training curves, one per mistake
 
     def rendered(driver):  # the UI fetches the artifact, then renders its markdown, then the images decode

@@ -524,6 +524,13 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
     return {cells[0]: cells for cells in ([c.strip() for c in line.split(" | ")] for line in lines[2:])}
 
 
+def history_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """The history table of a retrain-history artifact: version -> column -> cell."""
+    from tuneflow.history import HISTORY_COLUMNS
+
+    return {version: dict(zip(HISTORY_COLUMNS, cells)) for version, cells in table_rows(markdown).items()}
+
+
 def test_history_is_read_from_the_registry_and_old_versions_show_dashes(tmp_path):
     from tuneflow.history import history_chart, read_history, render_history_markdown
 
@@ -532,10 +539,11 @@ def test_history_is_read_from_the_registry_and_old_versions_show_dashes(tmp_path
     store_stand_in_version(data_root, "20261108-030000-bbbbbb", version_details(0.7, "rev2"), True)
     rows = read_history(data_root)
     markdown = render_history_markdown(rows, None)
-    table = table_rows(markdown)
+    table = history_rows(markdown)
     old, new = table["20261101-030000-aaaaaa"], table["20261108-030000-bbbbbb"]
-    assert old[2:] == ["—", "24 trained on", "60.00%", "—", "—"]  # stored before these were recorded
-    assert new[2:] == ["Drive rev2", "30 (24 + 6)", "70.00%", "0.650", "yes, in use"]
+    recent = ["promoted", "accuracy", "macro F1", "data revision", "photos"]
+    assert [old[c] for c in recent] == ["—", "60.00%", "—", "—", "24 trained on"]  # stored before these were kept
+    assert [new[c] for c in recent] == ["yes, in use", "70.00%", "0.650", "Drive rev2", "30 (24 + 6)"]
     assert list(table) == ["20261108-030000-bbbbbb", "20261101-030000-aaaaaa"]  # newest first
     assert history_chart(rows).startswith(b"\x89PNG") and history_chart([]) is None
 
@@ -563,17 +571,17 @@ def test_history_artifact_across_three_runs_read_back_through_the_api(dashboard_
             retraining("20261115-030000-aaaaa3", 0.80, True)]
     published = {str(a.flow_run_id): a for a in read_artifacts(HISTORY_ARTIFACT_KEY)}
     first, second, third = (published[str(run)] for run in runs)
-    assert len(table_rows(first.data)) == 1 and len(table_rows(second.data)) == 2
-    table = table_rows(third.data)
+    assert len(history_rows(first.data)) == 1 and len(history_rows(second.data)) == 2
+    table = history_rows(third.data)
     assert list(table) == ["20261115-030000-aaaaa3", "20261108-030000-aaaaa2", "20261101-030000-aaaaa1"]
-    assert [table[v][4:] for v in table] == [["80.00%", "0.750", "yes, in use"], ["65.00%", "0.600", "no"],
-                                             ["70.00%", "0.650", "yes"]]
-    assert table["20261108-030000-aaaaa2"][2:4] == ["Drive rev-2", "30 (24 + 6)"]
+    assert [[row["promoted"], row["accuracy"], row["macro F1"]] for row in table.values()] == [
+        ["yes, in use", "80.00%", "0.750"], ["no", "65.00%", "0.600"], ["yes", "70.00%", "0.650"]]
+    assert [table["20261108-030000-aaaaa2"][c] for c in ("data revision", "photos")] == ["Drive rev-2", "30 (24 + 6)"]
     (chart,) = data_uris(third.data)
     image = Image.open(io.BytesIO(base64.b64decode(chart.split(",", 1)[1])))
     assert image.format == "PNG" and image.width > 0
     # The second run's history said the first version was still in use: it was not replaced.
-    assert table_rows(second.data)["20261101-030000-aaaaa1"][-1] == "yes, in use"
+    assert history_rows(second.data)["20261101-030000-aaaaa1"]["promoted"] == "yes, in use"
 
 
 @pytest.mark.slow  # starts a Prefect server
@@ -611,3 +619,20 @@ def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_a
     text = browser.execute_script("return document.body.innerText")
     assert f"{MARKUP_CLASS} → " in text and f"→ {MARKUP_CLASS}" in text  # as text, in the confused pairs
     assert JAPANESE_CLASS in text and "<script>alert(" in text  # a Japanese class, a file name with markup
+
+
+def test_report_html_shows_the_accuracy_across_retrainings(run, tmp_path):
+    from dataclasses import replace
+
+    from tuneflow.history import history_chart, read_history
+    from tuneflow.html_report import render_html
+
+    data_root = tmp_path / "data"
+    store_stand_in_version(data_root, "20261101-030000-aaaaa1", version_details(0.70, "rev-1"), True)
+    store_stand_in_version(data_root, "20261108-030000-aaaaa2", version_details(0.65, "rev-2"), False)
+    versions = read_history(data_root)
+    html = render_html(replace(run["content"], versions=versions,
+                               figures={**run["content"].figures, "history": history_chart(versions)}))
+    section = html.split('<section id="history">', 1)[1].split("</section>", 1)[0]
+    assert '<img class="figure" src="data:image/png;base64,' in section and "(2)" in section
+    assert '<section id="history">' not in render_html(run["content"])  # no version stored: no chart

@@ -29,7 +29,8 @@ FIGURE_HEIGHT_PX = 900
 FIGURE_COLOURS = 64
 THUMBNAIL_PX = 80
 THUMBNAIL_COLOURS = 128
-MISTAKES_PER_ROW = 6
+# Four thumbnails and their captions fit the artifact pane; a fifth column is cut off on a laptop screen.
+MISTAKES_PER_ROW = 4
 ARTIFACT_BUDGET_BYTES = 1_000_000
 
 

@@ -16,8 +16,11 @@ from tuneflow import plots
 from tuneflow.markdown_text import UNDEFINED, escape, number, percent, table
 from tuneflow.model_registry import current_version, list_versions, read_version_record
 
-# The model in use is named in the "promoted" column: the dashboard's artifact pane cuts off an eighth column.
-HISTORY_COLUMNS = ["version", "trained", "data revision", "photos", "accuracy", "macro F1", "promoted"]
+# Most telling first: the dashboard's artifact pane cuts off what does not fit its width (so the model in use is
+# named in the "promoted" column, not one of its own, and long revision IDs are shortened).
+HISTORY_COLUMNS = ["version", "promoted", "accuracy", "macro F1", "trained", "data revision", "photos"]
+# Drive revision IDs run to 50 characters; this many tell neighbouring revisions apart (version.json has them all).
+REVISION_SHOWN = 12
 
 
 class VersionRow(BaseModel):
@@ -25,7 +28,7 @@ class VersionRow(BaseModel):
 
     version: str
     stored_at: datetime | None = Field(description="When the version was stored (UTC).")
-    data_revision: str | None = Field(description="The Drive revision it trained on, else its archive's MD5.")
+    data_revision: str | None = Field(description="The Drive revision it trained on, else its archive's MD5 (shortened).")
     training_photos: int | None
     validation_photos: int | None
     accuracy: float | None = Field(description="On its own run's validation photos.")
@@ -38,8 +41,9 @@ def data_revision(archive: dict | None) -> str | None:
     """What identifies the data: the Drive revision when the archive came from Drive, else its MD5."""
     archive = archive or {}
     if archive.get("drive_revision"):
-        return f"Drive {archive['drive_revision']}"
-    return f"MD5 {archive['md5'][:12]}" if archive.get("md5") else None
+        revision = archive["drive_revision"]
+        return f"Drive {revision[:REVISION_SHOWN]}{'…' if len(revision) > REVISION_SHOWN else ''}"
+    return f"MD5 {archive['md5'][:8]}" if archive.get("md5") else None
 
 
 def read_history(data_root: Path) -> list[VersionRow]:
@@ -82,12 +86,12 @@ def history_cells(row: VersionRow) -> list[str]:
     """The row as the table shows it, in HISTORY_COLUMNS order: text, — where unknown."""
     return [
         row.version,
+        promoted_text(row),
+        percent(row.accuracy),
+        number(row.macro_f1),
         row.stored_at.strftime("%Y-%m-%d %H:%M") if row.stored_at else UNDEFINED,
         row.data_revision or UNDEFINED,
         photos_text(row),
-        percent(row.accuracy),
-        number(row.macro_f1),
-        promoted_text(row),
     ]
 
 

@@ -99,7 +99,8 @@ def build_run(root: Path, archive_path: Path) -> dict:
     content = gather_report(run_dir, config, archive, dataset, trained, evaluation, decision)
     files = write_run_report(content, run_dir)
     return {"content": content, "files": files, "metrics": metrics, "predictions": predictions,
-            "decision": decision, "run_dir": run_dir}
+            "decision": decision, "run_dir": run_dir,
+            "records": (run_dir, config, archive, dataset, trained, evaluation)}
 
 
 @pytest.fixture(scope="module")
@@ -636,3 +637,25 @@ def test_report_html_shows_the_accuracy_across_retrainings(run, tmp_path):
     section = html.split('<section id="history">', 1)[1].split("</section>", 1)[0]
     assert '<img class="figure" src="data:image/png;base64,' in section and "(2)" in section
     assert '<section id="history">' not in render_html(run["content"])  # no version stored: no chart
+
+
+def test_a_model_in_use_that_trained_on_every_validation_photo_leaves_the_report_whole(run, tmp_path):
+    """A new upload split otherwise (another seed): the model in use trained on all of this run's validation photos,
+    so it is scored on none and current_model_predictions.csv has no rows. The report says so and is written."""
+    from tuneflow.dashboard import render_dashboard_report
+
+    run_dir, config, archive, dataset, trained, evaluation = run["records"]
+    classes = run["metrics"].classes
+    none_scored = pd.DataFrame(columns=["path", "true_class", "predicted_class", "confidence", "correct"])
+    none_scored.to_csv(tmp_path / "current_model_predictions.csv", index=False)
+    paired = compare_paired(run["predictions"], none_scored, left_out=len(run["predictions"]),
+                            left_out_reason=f"{IN_USE} trained on them")
+    baseline = Baseline(version=IN_USE, classes=classes, accuracy=None,
+                        predictions_path=tmp_path / "current_model_predictions.csv", comparison=paired)
+    promoted, reason = decide_promotion(RUN_ID, run["metrics"].accuracy, classes, baseline, PromotionSettings())
+    decision = PromotionDecision(promoted=promoted, reason=reason, version=RUN_ID, version_dir=tmp_path / RUN_ID,
+                                 accuracy=run["metrics"].accuracy, baseline=baseline, margin=0.0, forced=False)
+    content = gather_report(run_dir, config, archive, dataset, trained, evaluation, decision)
+    assert not promoted and content.current_metrics is None
+    markdown = render_dashboard_report(content, locate_report(run_dir / "report.html", RUN_ID, None, "w")).markdown
+    assert f"not compared: {IN_USE} trained on every one of these validation photos" in markdown

@@ -83,8 +83,10 @@ def gather_report(
     predictions = read_predictions(evaluation.predictions_path)
     history = pd.read_csv(trained.history_path)
     current_metrics = None
-    if decision and decision.baseline and decision.baseline.predictions_path:
-        current_metrics = compute_metrics(read_predictions(decision.baseline.predictions_path), decision.baseline.classes)
+    baseline = decision.baseline if decision else None
+    # The model in use is scored only on photos it never trained on: when there were none, it has no metrics here.
+    if baseline and baseline.predictions_path and baseline.comparison and baseline.comparison.compared:
+        current_metrics = compute_metrics(read_predictions(baseline.predictions_path), baseline.classes)
     versions = read_history(config.data_root)
     figures = {
         "curves": plots.training_curves(history),

@@ -1,50 +1,70 @@
 """Report step: write the run's report (tuneflow.report) and publish the Prefect dashboard artifacts.
 
-Artifact keys are fixed, so each scheduled run adds a version to the same three artifacts and the dashboard
-shows their history: a markdown summary, a table of per-class metrics, a link to report.html.
+Artifact keys are fixed, so each scheduled run adds a version to the same artifacts and the dashboard shows their
+history: the report with its figures embedded, a table of per-class metrics, where report.html is, and the
+accuracy of every model version so far.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
 
 from tuneflow.archives import FetchedArchive
 from tuneflow.config import RetrainConfig
-from tuneflow.html_report import ReportContent
+from tuneflow.dashboard import ReportLocation, compact_png, locate_report, location_markdown, render_dashboard_report
+from tuneflow.history import VersionRow, render_history_markdown
+from tuneflow.html_report import ReportContent, png_uri
 from tuneflow.promotion import PromotionDecision
 from tuneflow.records import EvalResult, PreparedDataset, ReportFiles, TrainedModel
 from tuneflow.report import gather_report, write_run_report
-from tuneflow.report_markdown import per_class_rows, render_summary_markdown
+from tuneflow.report_markdown import per_class_rows
 
 SUMMARY_ARTIFACT_KEY = "retrain-report"
 PER_CLASS_ARTIFACT_KEY = "retrain-per-class-metrics"
 HTML_LINK_ARTIFACT_KEY = "retrain-report-html"
+HISTORY_ARTIFACT_KEY = "retrain-history"
 
 
-def publish_artifacts(content: ReportContent, files: ReportFiles) -> None:
-    """The dashboard: summary markdown, per-class table, link to report.html, each under its fixed key."""
+def publish_artifacts(content: ReportContent, location: ReportLocation) -> None:
+    """The dashboard: the report, the per-class table, where report.html is, the history, each under its key."""
+    logger = get_run_logger()
     metrics, decision = content.metrics, content.decision
     verdict = "" if decision is None else ("; promoted" if decision.promoted else "; not promoted")
     description = f"tuneflow run {content.run_id}: validation accuracy {metrics.accuracy:.2%}{verdict}"
-    create_markdown_artifact(
-        key=SUMMARY_ARTIFACT_KEY,
-        markdown=render_summary_markdown(content.run_id, metrics, decision, files.html),
-        description=description,
-    )
+    report = render_dashboard_report(content, location)
+    create_markdown_artifact(key=SUMMARY_ARTIFACT_KEY, markdown=report.markdown, description=description)
+    logger.info("%s artifact: %s kB with its figures embedded%s", SUMMARY_ARTIFACT_KEY,
+                f"{report.size_bytes / 1000:,.0f}",
+                f"; left out to stay small: {', '.join(report.left_out)}" if report.left_out else "")
     create_table_artifact(
         key=PER_CLASS_ARTIFACT_KEY,
         table=per_class_rows(metrics, content.current_metrics),
         description=f"{description}. Per-class precision, recall, F1 on the validation images.",
     )
-    create_link_artifact(
-        key=HTML_LINK_ARTIFACT_KEY,
-        link=files.html.resolve().as_uri(),
-        link_text=f"report.html of run {content.run_id}",
-        description=f"{description}. The full report: plots, mistakes, data, settings (one self-contained file).",
-    )
+    if location.url:
+        create_link_artifact(
+            key=HTML_LINK_ARTIFACT_KEY,
+            link=location.url,
+            link_text=f"report.html of run {content.run_id}",
+            description=f"{description}. The full report: plots, mistakes, data, settings (one self-contained file).",
+        )
+    else:  # a file:// link would open only on the worker itself: say where the file is and how to get it
+        create_markdown_artifact(key=HTML_LINK_ARTIFACT_KEY, markdown=location_markdown(location),
+                                 description=f"{description}. Where the full report is.")
+    if content.versions:
+        publish_history(content.versions, content.figures.get("history"))
+
+
+def publish_history(versions: list[VersionRow], chart: bytes | None) -> None:
+    """The retrain-history artifact: every model version so far, from the registry, with its chart."""
+    history = render_history_markdown(versions, png_uri(compact_png(chart)) if chart else None)
+    create_markdown_artifact(key=HISTORY_ARTIFACT_KEY, markdown=history,
+                             description=f"Accuracy of the {len(versions)} model versions so far, newest first")
 
 
 @task(name="write-report")
@@ -60,5 +80,6 @@ def write_report(
     """Write report.html and report.md into the run folder and publish the dashboard artifacts."""
     content = gather_report(run_dir, config, archive, dataset, trained, evaluation, decision)
     files = write_run_report(content, run_dir)
-    publish_artifacts(content, files)
+    location = locate_report(files.html, run_dir.name, config.storage.report_base_url, socket.gethostname())
+    publish_artifacts(content, location)
     return files

@@ -39,7 +39,7 @@ LONGEST_FILES_FIRST = (
 
 # Fixtures that start a Prefect server or train ResNet50: a test using one (directly or through another fixture)
 # must be marked slow, or `make test-fast` (-m "not slow") would start servers and train after all.
-SLOW_FIXTURES = ("prefect_server", "local_stack", "two_phase_run")
+SLOW_FIXTURES = ("prefect_server", "local_stack", "dashboard_server", "two_phase_run")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,6 +75,14 @@ class LocalStack:
 
 @pytest.fixture
 def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    with running_stack(tmp_path) as stack:
+        yield stack
+
+
+@contextmanager
+def running_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """A `prefect server start` on a free loopback port with its own PREFECT_HOME under tmp_path; workers and the
+    server are stopped on the way out."""
     logs = tmp_path / "logs"
     logs.mkdir()
     url = f"http://127.0.0.1:{free_port()}"

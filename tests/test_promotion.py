@@ -27,6 +27,7 @@ from tuneflow.model_registry import (
     read_version_record,
     store_version,
 )
+from tuneflow.history import read_history
 from tuneflow.promotion import BASELINE_PREDICTIONS_FILE, Baseline, decide_promotion, photos_on_side, promote_trained_model
 from tuneflow.records import EvalResult, TrainedModel
 
@@ -305,6 +306,11 @@ def test_promote_step_both_ways_and_forced(trained_once, tmp_path):
                                     PromotionSettings(), data_root, data_root / "runs" / "run-4")
     assert resumed.promoted and resumed.baseline.version == "run-4" and current_version(data_root) == "run-4"
     assert list_versions(data_root) == ["run-1", "run-2", "run-3", "run-4"]
+    # Each version records what its run decided, for the history across retrainings (kept when run-4 resumed).
+    history = read_history(data_root)
+    assert [(row.version, row.promoted, row.in_use) for row in history] == [
+        ("run-1", True, False), ("run-2", True, False), ("run-3", False, False), ("run-4", True, True)]
+    assert all(row.validation_photos == 6 and row.training_photos == 24 for row in history)
 
 
 @pytest.mark.slow

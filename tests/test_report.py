@@ -7,6 +7,7 @@ same functions the flow's report task calls, so every section has something in i
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import random
@@ -23,9 +24,12 @@ from tuneflow.evaluation import write_metrics
 from tuneflow.checksums import md5_of_file
 from tuneflow.archives import FetchedArchive
 from tuneflow.dataset.prepare import prepare_dataset
+from tuneflow.dashboard import locate_report
+from tuneflow.markdown_text import escape
 from tuneflow.tasks.report import HTML_LINK_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, publish_artifacts
 from tuneflow.training import list_split
 from tests.records import training_record
+from tests.test_deployments import running_stack
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
 from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
 from tuneflow.comparison import compare_paired
@@ -95,7 +99,8 @@ def build_run(root: Path, archive_path: Path) -> dict:
     content = gather_report(run_dir, config, archive, dataset, trained, evaluation, decision)
     files = write_run_report(content, run_dir)
     return {"content": content, "files": files, "metrics": metrics, "predictions": predictions,
-            "decision": decision, "run_dir": run_dir}
+            "decision": decision, "run_dir": run_dir,
+            "records": (run_dir, config, archive, dataset, trained, evaluation)}
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +193,7 @@ def test_markdown_report_has_the_same_headline_and_decision(run):
     markdown = run["files"].markdown.read_text()
     metrics, decision = run["metrics"], run["decision"]
     assert f"**Validation accuracy: {metrics.accuracy:.2%}**" in markdown
-    assert decision.reason in markdown
+    assert escape(decision.reason) in markdown
     assert "![confusion matrix](figures/confusion_matrix.png)" in markdown
     assert "| Drive revision | 0B7rev42 |" in markdown and f"| archive MD5 | {run['content'].archive.md5} |" in markdown
     assert (run["run_dir"] / "figures" / "confusion_matrix.png").is_file()
@@ -199,6 +204,17 @@ def test_metrics_json_is_reproduced_from_predictions_csv_alone(run):
 
     saved = Metrics.model_validate_json((run["run_dir"] / "metrics.json").read_text())
     assert compute_metrics(read_predictions(run["run_dir"] / "predictions.csv"), saved.classes) == saved
+
+
+@pytest.fixture(scope="module")
+def dashboard_server(tmp_path_factory):
+    """A real `prefect server start` (with its dashboard: the test harness's server serves none) that this
+    module's flows report to."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with running_stack(tmp_path_factory.mktemp("dashboard-server")) as stack:
+        with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+            yield stack
 
 
 def read_artifacts(key: str) -> list:
@@ -213,18 +229,24 @@ def read_artifacts(key: str) -> list:
 
 
 @pytest.mark.slow  # starts a Prefect server
-def test_dashboard_artifacts_under_stable_keys(run, prefect_server):
+def test_dashboard_artifacts_under_stable_keys(run, dashboard_server):
     from prefect import flow
 
     from prefect.runtime import flow_run
 
+    html = run["files"].html
+    served = locate_report(html, RUN_ID, "https://files.example/tuneflow/runs/", "gpu-worker-1")
+    on_worker = locate_report(html, RUN_ID, None, "gpu-worker-1")
+
     @flow
-    def publish():
-        publish_artifacts(run["content"], run["files"])
+    def publish(location):
+        publish_artifacts(run["content"], location)
         return flow_run.id
 
-    # Two runs, as two scheduled runs would: each adds a version under the same keys.
-    ours = {publish(), publish()}
+    # Two runs, as two scheduled runs would: each adds a version under the same keys. The first one's run folders
+    # are served over HTTP (storage.report_base_url), the second's are only on the worker's disk.
+    first, second = publish(served), publish(on_worker)
+    ours = {first, second}
 
     def published(key):
         return [a for a in read_artifacts(key) if str(a.flow_run_id) in ours]
@@ -232,12 +254,18 @@ def test_dashboard_artifacts_under_stable_keys(run, prefect_server):
     summary, table, link = (published(key) for key in
                             (SUMMARY_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, HTML_LINK_ARTIFACT_KEY))
     assert len(summary) == len(table) == len(link) == 2
-    assert f"{run['metrics'].accuracy:.2%}" in summary[0].data and run["decision"].reason in summary[0].data
+    assert f"{run['metrics'].accuracy:.2%}" in summary[0].data and escape(run["decision"].reason) in summary[0].data
     rows = table[0].data if isinstance(table[0].data, list) else json.loads(table[0].data)
     assert [row["class"] for row in rows] == run["metrics"].classes
-    first = run["metrics"].per_class[rows[0]["class"]]
-    assert (rows[0]["support"], rows[0]["f1"]) == (first.support, pytest.approx(first.f1, abs=1e-4))
-    assert run["files"].html.resolve().as_uri() in link[0].data
+    top = run["metrics"].per_class[rows[0]["class"]]
+    assert (rows[0]["support"], rows[0]["f1"]) == (top.support, pytest.approx(top.f1, abs=1e-4))
+    by_run = {str(a.flow_run_id): a for a in link}
+    # Prefect stores a link artifact as markdown: [text](link).
+    assert by_run[str(first)].data == f"[report.html of run {RUN_ID}](https://files.example/tuneflow/runs/{RUN_ID}/report.html)"
+    where = by_run[str(second)]
+    # Without a URL: where the file is and how to copy it, and no link that would open only on the worker.
+    assert "file://" not in where.data and "](" not in where.data
+    assert f"`{html.resolve()}`" in where.data and f"scp gpu-worker-1:{html.resolve()} ." in where.data
 
 
 # --- the page in a real browser ---------------------------------------------------------------------------
@@ -318,3 +346,316 @@ def test_names_from_the_archive_show_as_text_never_as_markup(hostile_run, browse
     assert table_classes == classes
     photos = browser.execute_script("return Array.from(document.querySelectorAll('figure.thumb')).map(f => f.title)")
     assert any(JAPANESE_CLASS in p and "<script>alert(" in p for p in photos), photos
+
+
+# --- the dashboard: figures inline, names as text, — where undefined, accuracy across retrainings -------------
+
+def with_undefined_values(run):
+    """The run's report where the first class is never predicted (precision undefined) and the last has no
+    validation image (recall and F1 undefined), for the new model and the model in use alike."""
+    from dataclasses import replace
+
+    classes = run["metrics"].classes
+    never, absent = classes[0], classes[-1]
+
+    def blank(table: pd.DataFrame) -> pd.DataFrame:
+        table = table[table["true_class"] != absent].copy()
+        table.loc[table["predicted_class"] == never, "predicted_class"] = classes[1]
+        return table
+
+    return replace(run["content"], metrics=compute_metrics(blank(run["predictions"]), classes),
+                   current_metrics=compute_metrics(blank(read_predictions(run["run_dir"] / "current_model_predictions.csv")), classes))
+
+
+def test_undefined_values_show_as_a_dash_never_as_nan(run):
+    from tuneflow.dashboard import render_dashboard_report
+    from tuneflow.report_markdown import per_class_rows, render_markdown
+
+    content = with_undefined_values(run)
+    never, absent = content.metrics.classes[0], content.metrics.classes[-1]
+    assert content.metrics.per_class[never].precision is None and content.metrics.per_class[absent].f1 is None
+    location = locate_report(run["files"].html, RUN_ID, None, "worker")
+    for name, markdown in (("report.md", render_markdown(content, {})),
+                           ("retrain-report artifact", render_dashboard_report(content, location).markdown)):
+        assert not re.search(r"\bnan\b", markdown, re.IGNORECASE), f"{name} shows nan"
+        rows = table_rows(markdown.split("## Per class", 1)[1].split("\n## ", 1)[0])
+        assert rows[escape(never)][1] == "—", f"{name}: precision of a class never predicted"
+        assert rows[escape(absent)][2:4] == ["—", "—"], f"{name}: recall and F1 of a class without images"
+        assert rows[escape(absent)][6] == "—", f"{name}: F1 of the model in use for a class without images"
+    table = {row["class"]: row for row in per_class_rows(content.metrics, content.current_metrics)}
+    assert table[never]["precision"] == "—" and table[absent]["f1"] == table[absent]["f1_model_in_use"] == "—"
+    assert isinstance(table[never]["recall"], float)
+
+
+# Names an archive may carry, each of which would be markup somewhere if written into markdown as it is.
+HOSTILE_NAMES = [
+    MARKUP_CLASS, JAPANESE_CLASS, SCRIPT_FILE.format(1), "<!-- comment", "a | b", "*bold* _it_ **x**", "`code`",
+    "[link](http://x.example)", "![img](x.png)", "http://x.example/a_b", "www.x.example", "who@x.example", "~~del~~",
+    "# heading", "1. list", "- item", "---", "&amp; &lt;", "back\\slash", "line\nbreak", "_leading", "snake_case_",
+    "apple_pie",
+]
+
+
+def render_like_the_dashboard(markdown: str) -> str:
+    """Markdown to HTML close to the Prefect UI's renderer (marked): CommonMark, GFM tables and strikethrough, raw
+    HTML passed through as the UI lets it through. (GFM's bare-URL autolinks are not rendered here: that needs
+    linkify-it-py; escape's rules for them follow the GFM spec.)"""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
+
+
+def rendered_text_and_tags(html: str) -> tuple[str, list[str]]:
+    from html.parser import HTMLParser
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.text, self.tags = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    parser = Collect()
+    parser.feed(html)
+    return "".join(parser.text).strip(), parser.tags
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_an_escaped_name_renders_as_exactly_its_characters(name):
+    from tuneflow.markdown_text import table
+
+    shown = name.replace("\n", " ")
+    for context, markdown, tags in (("a sentence", f"Class {escape(name)} here.", ["p"]),
+                                    ("a list item", f"- {escape(name)} → pizza", ["ul", "li"])):
+        text, found = rendered_text_and_tags(render_like_the_dashboard(markdown))
+        assert found == tags, f"{name!r} in {context} made elements: {found}"
+        assert shown in text, f"{name!r} in {context} shows as {text!r}"
+    text, found = rendered_text_and_tags(render_like_the_dashboard(table(["class", "n"], [[name, 1]])))
+    assert found.count("td") == 2 and set(found) == {"table", "thead", "tr", "th", "tbody", "td"}, found
+    assert shown in text
+
+
+def data_uris(markdown: str) -> list[str]:
+    return re.findall(r"\]\((data:image/png;base64,[A-Za-z0-9+/=]+)\)", markdown)
+
+
+def test_report_artifact_embeds_small_palette_figures_and_the_mistakes(run):
+    from PIL import Image
+
+    from tuneflow.dashboard import ARTIFACT_BUDGET_BYTES, FIGURE_WIDTH_PX, render_dashboard_report
+
+    report = render_dashboard_report(run["content"], locate_report(run["files"].html, RUN_ID, None, "worker"))
+    uris = data_uris(report.markdown)
+    mistakes = len(run["content"].mistakes)
+    assert mistakes and len(uris) == 3 + mistakes  # per class, confusion, training curves (no history yet)
+    for uri in uris:
+        image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+        image.load()
+        assert image.format == "PNG" and image.mode == "P" and 0 < image.width <= FIGURE_WIDTH_PX
+    assert report.size_bytes == len(report.markdown.encode()) < ARTIFACT_BUDGET_BYTES and not report.left_out
+    print(f"retrain-report artifact: {report.size_bytes:,} bytes, {len(uris)} images")
+    captions = [f"{row.true_class} → {row.predicted_class} ({row.confidence:.0%})"
+                for row in select_mistakes(run["predictions"]).itertuples()]
+    assert all(escape(caption) in report.markdown for caption in captions)
+
+
+def test_an_artifact_over_its_budget_leaves_out_the_thumbnails_first_and_says_so(run):
+    from tuneflow.dashboard import render_dashboard_report
+
+    location = locate_report(run["files"].html, RUN_ID, None, "worker")
+    full = render_dashboard_report(run["content"], location)
+    smaller = render_dashboard_report(run["content"], location, budget_bytes=full.size_bytes - 1)
+    assert smaller.left_out == ["the mistakes' thumbnails"] and smaller.size_bytes < full.size_bytes
+    assert len(data_uris(smaller.markdown)) == 3 and "Left out to keep this artifact under" in smaller.markdown
+    bare = render_dashboard_report(run["content"], location, budget_bytes=1)
+    assert not data_uris(bare.markdown) and "report.html has everything" in bare.markdown
+
+
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+def test_report_artifact_in_chromium_decodes_every_image_and_shows_names_as_text(hostile_run, browser, tmp_path):
+    """The artifact's markdown rendered as the dashboard does, in a real headless Chromium."""
+    from tuneflow.dashboard import render_dashboard_report
+
+    report = render_dashboard_report(hostile_run["content"], locate_report(hostile_run["files"].html, RUN_ID, None,
+                                                                           "worker"))
+    page = tmp_path / "artifact.html"
+    page.write_text(f"<!doctype html><meta charset=utf-8><body>{render_like_the_dashboard(report.markdown)}</body>",
+                    encoding="utf-8")
+    browser.get(page.as_uri())
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src').slice(0, 22), i.alt, i.complete,"
+        " i.naturalWidth])")
+    assert len(images) == 3 + len(hostile_run["content"].mistakes)
+    assert all(src == "data:image/png;base64," and complete and width > 0 for src, _, complete, width in images), images
+    assert browser.execute_script("return document.querySelectorAll('[onerror], script').length") == 0
+    text = browser.execute_script("return document.body.innerText")
+    assert MARKUP_CLASS in text and JAPANESE_CLASS in text
+
+
+# --- accuracy across retrainings -----------------------------------------------------------------------------
+
+def store_stand_in_version(data_root: Path, version: str, details: dict, promoted: bool | None) -> None:
+    """A model version as the promote step stores it, with a stand-in model file (the history never opens it)."""
+    from tuneflow.model_registry import point_current_at, store_version
+
+    model_dir = data_root.parent / "stand-in-model"
+    model_dir.mkdir(exist_ok=True)
+    (model_dir / "model.keras").write_bytes(b"stand-in")
+    (model_dir / "classes.json").write_text(json.dumps(["apple_pie", "pizza"]))
+    record = {"run_dir": str(data_root / "runs" / version), **details}  # a run folder that no longer exists
+    if promoted is not None:
+        record["promoted"] = promoted
+    store_version(model_dir, data_root, version, record)
+    if promoted:
+        point_current_at(data_root, version)
+
+
+def version_details(accuracy: float, revision: str) -> dict:
+    return {"accuracy": accuracy, "macro_f1": accuracy - 0.05, "training_photos": 24, "validation_photos": 6,
+            "archive": {"md5": "0" * 32, "drive_revision": revision}}
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    """The rows of the one markdown table in `markdown`, by their first cell."""
+    lines = [line[2:-2] for line in markdown.splitlines() if line.startswith("| ")]
+    return {cells[0]: cells for cells in ([c.strip() for c in line.split(" | ")] for line in lines[2:])}
+
+
+def history_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """The history table of a retrain-history artifact: version -> column -> cell."""
+    from tuneflow.history import HISTORY_COLUMNS
+
+    return {version: dict(zip(HISTORY_COLUMNS, cells)) for version, cells in table_rows(markdown).items()}
+
+
+def test_history_is_read_from_the_registry_and_old_versions_show_dashes(tmp_path):
+    from tuneflow.history import history_chart, read_history, render_history_markdown
+
+    data_root = tmp_path / "data"
+    store_stand_in_version(data_root, "20261101-030000-aaaaaa", {"accuracy": 0.6, "training_photos": 24}, None)
+    store_stand_in_version(data_root, "20261108-030000-bbbbbb", version_details(0.7, "rev2"), True)
+    rows = read_history(data_root)
+    markdown = render_history_markdown(rows, None)
+    table = history_rows(markdown)
+    old, new = table["20261101-030000-aaaaaa"], table["20261108-030000-bbbbbb"]
+    recent = ["promoted", "accuracy", "macro F1", "data revision", "photos"]
+    assert [old[c] for c in recent] == ["—", "60.00%", "—", "—", "24 trained on"]  # stored before these were kept
+    assert [new[c] for c in recent] == ["yes, in use", "70.00%", "0.650", "Drive rev2", "30 (24 + 6)"]
+    assert list(table) == ["20261108-030000-bbbbbb", "20261101-030000-aaaaaa"]  # newest first
+    assert history_chart(rows).startswith(b"\x89PNG") and history_chart([]) is None
+
+
+@pytest.mark.slow  # starts a Prefect server
+def test_history_artifact_across_three_runs_read_back_through_the_api(dashboard_server, tmp_path):
+    from PIL import Image
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    from tuneflow.history import history_chart, read_history
+    from tuneflow.tasks.report import HISTORY_ARTIFACT_KEY, publish_history
+
+    data_root = tmp_path / "data"
+
+    @flow
+    def retraining(version: str, accuracy: float, promoted: bool):
+        """What each retraining run adds to the registry, then the history it publishes."""
+        store_stand_in_version(data_root, version, version_details(accuracy, f"rev-{version[-1]}"), promoted)
+        versions = read_history(data_root)
+        publish_history(versions, history_chart(versions))
+        return flow_run.id
+
+    runs = [retraining("20261101-030000-aaaaa1", 0.70, True), retraining("20261108-030000-aaaaa2", 0.65, False),
+            retraining("20261115-030000-aaaaa3", 0.80, True)]
+    published = {str(a.flow_run_id): a for a in read_artifacts(HISTORY_ARTIFACT_KEY)}
+    first, second, third = (published[str(run)] for run in runs)
+    assert len(history_rows(first.data)) == 1 and len(history_rows(second.data)) == 2
+    table = history_rows(third.data)
+    assert list(table) == ["20261115-030000-aaaaa3", "20261108-030000-aaaaa2", "20261101-030000-aaaaa1"]
+    assert [[row["promoted"], row["accuracy"], row["macro F1"]] for row in table.values()] == [
+        ["yes, in use", "80.00%", "0.750"], ["no", "65.00%", "0.600"], ["yes", "70.00%", "0.650"]]
+    assert [table["20261108-030000-aaaaa2"][c] for c in ("data revision", "photos")] == ["Drive rev-2", "30 (24 + 6)"]
+    (chart,) = data_uris(third.data)
+    image = Image.open(io.BytesIO(base64.b64decode(chart.split(",", 1)[1])))
+    assert image.format == "PNG" and image.width > 0
+    # The second run's history said the first version was still in use: it was not replaced.
+    assert history_rows(second.data)["20261101-030000-aaaaa1"]["promoted"] == "yes, in use"
+
+
+@pytest.mark.slow  # starts a Prefect server
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_as_text(hostile_run,
+                                                                                       dashboard_server, browser):
+    """The retrain-report artifact of a run whose class and file names are markup, opened in the real dashboard.
+    Written as it was before escaping, the UI made <img src="x"> elements of those names."""
+    from prefect import flow
+    from prefect.runtime import flow_run
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    content = hostile_run["content"]
+
+    @flow
+    def publish():
+        publish_artifacts(content, locate_report(hostile_run["files"].html, RUN_ID, None, "gpu-worker-1"))
+        return flow_run.id
+
+    run_id = str(publish())
+    (report,) = [a for a in read_artifacts(SUMMARY_ARTIFACT_KEY) if str(a.flow_run_id) == run_id]
+    browser.get(f"{dashboard_server.url}/artifacts/artifact/{report.id}")
+    expected = 3 + len(content.mistakes)  # per class, confusion, training curves, one per mistake
+
+    def rendered(driver):  # the UI fetches the artifact, then renders its markdown, then the images decode
+        images = driver.execute_script(
+            "return Array.from(document.querySelectorAll('main img, body img'))"
+            ".filter(i => (i.getAttribute('src') || '').startsWith('data:image/png'))"
+            ".map(i => [i.complete, i.naturalWidth])")
+        return len(images) >= expected and all(complete for complete, _ in images) and images
+
+    images = WebDriverWait(browser, 120).until(rendered)
+    assert len(images) == expected and all(width > 0 for _, width in images), images
+    assert browser.execute_script("return document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
+    text = browser.execute_script("return document.body.innerText")
+    assert f"{MARKUP_CLASS} → " in text and f"→ {MARKUP_CLASS}" in text  # as text, in the confused pairs
+    assert JAPANESE_CLASS in text and "<script>alert(" in text  # a Japanese class, a file name with markup
+
+
+def test_report_html_shows_the_accuracy_across_retrainings(run, tmp_path):
+    from dataclasses import replace
+
+    from tuneflow.history import history_chart, read_history
+    from tuneflow.html_report import render_html
+
+    data_root = tmp_path / "data"
+    store_stand_in_version(data_root, "20261101-030000-aaaaa1", version_details(0.70, "rev-1"), True)
+    store_stand_in_version(data_root, "20261108-030000-aaaaa2", version_details(0.65, "rev-2"), False)
+    versions = read_history(data_root)
+    html = render_html(replace(run["content"], versions=versions,
+                               figures={**run["content"].figures, "history": history_chart(versions)}))
+    section = html.split('<section id="history">', 1)[1].split("</section>", 1)[0]
+    assert '<img class="figure" src="data:image/png;base64,' in section and "(2)" in section
+    assert '<section id="history">' not in render_html(run["content"])  # no version stored: no chart
+
+
+def test_a_model_in_use_that_trained_on_every_validation_photo_leaves_the_report_whole(run, tmp_path):
+    """A new upload split otherwise (another seed): the model in use trained on all of this run's validation photos,
+    so it is scored on none and current_model_predictions.csv has no rows. The report says so and is written."""
+    from tuneflow.dashboard import render_dashboard_report
+
+    run_dir, config, archive, dataset, trained, evaluation = run["records"]
+    classes = run["metrics"].classes
+    none_scored = pd.DataFrame(columns=["path", "true_class", "predicted_class", "confidence", "correct"])
+    none_scored.to_csv(tmp_path / "current_model_predictions.csv", index=False)
+    paired = compare_paired(run["predictions"], none_scored, left_out=len(run["predictions"]),
+                            left_out_reason=f"{IN_USE} trained on them")
+    baseline = Baseline(version=IN_USE, classes=classes, accuracy=None,
+                        predictions_path=tmp_path / "current_model_predictions.csv", comparison=paired)
+    promoted, reason = decide_promotion(RUN_ID, run["metrics"].accuracy, classes, baseline, PromotionSettings())
+    decision = PromotionDecision(promoted=promoted, reason=reason, version=RUN_ID, version_dir=tmp_path / RUN_ID,
+                                 accuracy=run["metrics"].accuracy, baseline=baseline, margin=0.0, forced=False)
+    content = gather_report(run_dir, config, archive, dataset, trained, evaluation, decision)
+    assert not promoted and content.current_metrics is None
+    markdown = render_dashboard_report(content, locate_report(run_dir / "report.html", RUN_ID, None, "w")).markdown
+    assert f"not compared: {IN_USE} trained on every one of these validation photos" in markdown

@@ -8,10 +8,12 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
 from tuneflow.model import ResNet50Preprocess, build_classifier, load_classifier
+from tuneflow.training import TENSORBOARD_DIR
 
 
 
@@ -131,3 +133,41 @@ def test_gpu_check_reports_devices_precision_and_speed(capsys):
     assert "precision: float32" in printed
     speed = float(printed.split("batch 4: ")[1].split(" images/s")[0])
     assert speed > 0
+
+
+def epoch_scalars(log_dir: Path, tag: str) -> dict[int, float]:
+    """epoch -> value of one scalar in a TensorBoard log folder, read as TensorBoard itself reads it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    return {event.step: float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)}
+
+
+@pytest.mark.slow
+def test_tensorboard_shows_both_phases_as_one_run(two_phase_run):
+    run_dir, result = two_phase_run
+    history = pd.read_csv(result.history_path)
+    logs = run_dir / TENSORBOARD_DIR
+    for side, prefix in (("train", ""), ("validation", "val_")):
+        for metric in ("loss", "accuracy"):
+            values = epoch_scalars(logs / side, f"epoch_{metric}")
+            assert list(values) == [0, 1], f"{side} {metric}: epochs {list(values)} (head, then fine-tune)"
+            np.testing.assert_allclose(list(values.values()), history[f"{prefix}{metric}"], rtol=1e-5)
+
+
+def test_tensorboard_logs_are_written_by_the_training_loop_used_across_machines(tmp_path):
+    """fit_across_machines hands its callbacks the calls fit makes, so TensorBoard logs look the same (here on
+    one machine's default strategy and a tiny model: the loop, not ResNet50, is what is checked)."""
+    from tuneflow.training import fit_across_machines, tensorboard_logs
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.normal(size=(8, 4)).astype("float32"), np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    settings = TrainingSettings(weights="none", batch_size=4, image_size=32, epochs=2)
+    fit_across_machines(model, tf.distribute.get_strategy(), data, data, settings, steps_per_epoch=2,
+                        initial_epoch=0, epochs=2, callback=keras.callbacks.CallbackList([tensorboard_logs(tmp_path)]))
+    assert list(epoch_scalars(tmp_path / TENSORBOARD_DIR / "train", "epoch_loss")) == [0, 1]
+    assert list(epoch_scalars(tmp_path / TENSORBOARD_DIR / "validation", "epoch_accuracy")) == [0, 1]

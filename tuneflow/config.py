@@ -356,6 +356,14 @@ class StorageSettings(BaseModel):
         "and manifest. Cached preparations and Drive downloads no kept run uses go too. Applied at the end of "
         "each run; `tuneflow runs prune` applies it by hand.",
     )
+    report_base_url: str | None = Field(
+        None,
+        description="The URL at which data_root/runs/ is served over HTTP (a web server or bucket publishing that "
+        "folder), e.g. https://files.internal/tuneflow/runs: the dashboard then links each run's report.html as "
+        "<url>/<run id>/report.html. Empty: the dashboard says on which worker and at which path report.html is, "
+        "and how to copy it, rather than a file:// link that opens nowhere else.",
+        pattern=r"^https?://\S+$",
+    )
 
 
 class RetrainConfig(BaseModel):

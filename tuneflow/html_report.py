@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 from pydantic import BaseModel
 
+from tuneflow.markdown_text import number
 from tuneflow.metrics import Metrics
 from tuneflow.promotion import PromotionDecision
 
@@ -46,13 +47,14 @@ class ReportContent:
     decision: PromotionDecision | None
     current_metrics: Metrics | None
     history: pd.DataFrame
-    figures: dict[str, bytes]  # name -> PNG: curves, confusion, per_class, calibration
+    figures: dict[str, bytes]  # name -> PNG: curves, confusion, per_class, calibration, history
     mistakes: list[Thumbnail]
     typical: dict[str, list[Thumbnail]]
     dataset: BaseModel
     archive: BaseModel
     training: dict
     config: dict
+    versions: list = field(default_factory=list)  # tuneflow.history.VersionRow of every model version, oldest first
     generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
@@ -240,10 +242,11 @@ def counts_table(dataset: BaseModel, classes: list[str]) -> Table:
 
 
 def history_table(history: pd.DataFrame) -> Table:
-    """history.csv, one row per epoch: the epoch and phase as they are, losses and accuracies to 4 decimals."""
+    """history.csv, one row per epoch: the epoch and phase as they are, losses and accuracies to 4 decimals (— where
+    a value is missing)."""
     columns = [c for c in ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy") if c in history]
     rows = [
-        [str(row[c]) if c in ("epoch", "phase") else f"{row[c]:.4f}" for c in columns]
+        [str(row[c]) if c in ("epoch", "phase") else number(row[c], ".4f") for c in columns]
         for _, row in history[columns].iterrows()
     ]
     return Table([c.replace("_", " ") for c in columns], rows, [c != "phase" for c in columns])

@@ -130,3 +130,43 @@ def reliability_diagram(metrics: Metrics) -> bytes:
     _tidy(axis)
     figure.tight_layout()
     return _png(figure)
+
+
+# At most this many dates under the accuracy-over-time chart; the others are left unlabelled.
+HISTORY_TICK_LABELS = 8
+
+
+def accuracy_over_time(
+    versions: list[str], dates: list[str], accuracies: list[float | None], promoted: list[bool | None],
+    in_use: str | None,
+) -> bytes:
+    """Validation accuracy of each model version in the order they were trained, promoted ones filled, the model
+    in use ringed and named. Versions are evenly spaced (labelled with their dates): retrainings a minute apart
+    stay apart, and weeks without one do not stretch the chart."""
+    figure, axis = plt.subplots(figsize=(8, 3.2))
+    positions = np.arange(len(versions))
+    known = [i for i, a in enumerate(accuracies) if a is not None]
+    axis.plot([positions[i] for i in known], [accuracies[i] for i in known], color="#94a3b8", linewidth=1, zorder=1)
+    for flag, style in ((True, dict(color=TRAIN_COLOUR, label="promoted")),
+                        (False, dict(facecolor="white", edgecolor=TRAIN_COLOUR, label="not promoted")),
+                        (None, dict(color=CURRENT_COLOUR, label="promotion not recorded"))):
+        chosen = [i for i in known if promoted[i] is flag]
+        if chosen:
+            axis.scatter([positions[i] for i in chosen], [accuracies[i] for i in chosen], s=36, zorder=3,
+                         linewidths=1.5, **style)
+    if in_use in versions and accuracies[versions.index(in_use)] is not None:
+        where = versions.index(in_use)
+        axis.scatter([where], [accuracies[where]], s=220, facecolor="none", edgecolor=VALIDATION_COLOUR,
+                     linewidths=2, zorder=4, label="in use")
+        axis.annotate("in use", (where, accuracies[where]), textcoords="offset points", xytext=(0, 11),
+                      ha="center", fontsize=8, color=VALIDATION_COLOUR)
+    step = max(1, int(np.ceil(len(versions) / HISTORY_TICK_LABELS)))
+    axis.set_xticks(positions[::step], [dates[i] for i in range(0, len(versions), step)], fontsize=7.5)
+    axis.set_xlim(-0.5, max(len(versions) - 0.5, 0.5))
+    axis.set_ylim(0, 1.08)
+    axis.set_ylabel("validation accuracy")
+    axis.set_xlabel("model version, by when it was trained")
+    axis.legend(loc="lower right", frameon=False, fontsize=7.5, ncols=4)
+    _tidy(axis)
+    figure.tight_layout()
+    return _png(figure)

@@ -184,6 +184,13 @@ def score_current_model(
     )
 
 
+def macro_f1(evaluation: EvalResult) -> float | None:
+    """The macro F1 the evaluate step wrote into metrics.json, for the version's record; None where it wrote none."""
+    if not evaluation.metrics_path.is_file():
+        return None
+    return (json.loads(evaluation.metrics_path.read_text()).get("macro") or {}).get("f1")
+
+
 def record_in_metrics(metrics_path: Path, decision: PromotionDecision) -> None:
     """Add the promotion and its comparison to metrics.json (written anew, then renamed over the old one)."""
     metrics = json.loads(metrics_path.read_text())
@@ -217,6 +224,7 @@ def promote_trained_model(
     version = run_dir.name
     with promotion_lock(data_root, version, notify):
         baseline = score_current_model(data_root, dataset, trained.classes, evaluation.predictions_path, run_dir)
+        promoted, reason = decide_promotion(version, evaluation.accuracy, trained.classes, baseline, settings)
         version_dir = models_dir(data_root) / version
         # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
         # Any other model under an existing version name makes store_version refuse, naming the folder.
@@ -227,10 +235,13 @@ def promote_trained_model(
                 "accuracy": evaluation.accuracy,
                 "classes": trained.classes,
                 "training_photos": len(training_photos),
+                "validation_photos": evaluation.num_images,
+                "macro_f1": macro_f1(evaluation),
+                # What this run decided; the history (tuneflow.history) shows it for every version.
+                "promoted": promoted,
                 "archive": archive.model_dump(mode="json", exclude={"path"}) if archive else None,
             }
             version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos)
-        promoted, reason = decide_promotion(version, evaluation.accuracy, trained.classes, baseline, settings)
         if promoted:
             point_current_at(data_root, version)
     decision = PromotionDecision(

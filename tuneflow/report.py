@@ -1,7 +1,8 @@
 """The run's report: gather what it shows from the run folder, then write report.html, report.md and figures/.
 
-Every number comes from files the earlier steps wrote (metrics.json, predictions.csv, history.csv, and the
-current model's predictions when the promote step re-evaluated it); nothing here runs the model. How each page
+Every number comes from files the earlier steps wrote (metrics.json, predictions.csv, history.csv, the
+current model's predictions when the promote step re-evaluated it, and the model registry's version records for
+the accuracy across retrainings); nothing here runs the model. How each page
 looks is tuneflow.html_report's and tuneflow.report_markdown's; the report task (tasks/report.py) calls
 `gather_report` and `write_run_report`, then publishes the dashboard artifacts.
 """
@@ -15,6 +16,7 @@ import pandas as pd
 from tuneflow.archives import FetchedArchive
 from tuneflow import plots
 from tuneflow.config import RetrainConfig
+from tuneflow.history import history_chart, read_history
 from tuneflow.html_report import MISTAKES_SHOWN, TYPICAL_PER_CLASS, ReportContent, Thumbnail, render_html, thumbnail_uri
 from tuneflow.metrics import Metrics, compute_metrics, read_predictions
 from tuneflow.promotion import PromotionDecision
@@ -29,6 +31,7 @@ FIGURE_FILES = {
     "confusion": "confusion_matrix.png",
     "per_class": "per_class.png",
     "calibration": "calibration.png",
+    "history": "accuracy_history.png",
 }
 
 
@@ -80,14 +83,19 @@ def gather_report(
     predictions = read_predictions(evaluation.predictions_path)
     history = pd.read_csv(trained.history_path)
     current_metrics = None
-    if decision and decision.baseline and decision.baseline.predictions_path:
-        current_metrics = compute_metrics(read_predictions(decision.baseline.predictions_path), decision.baseline.classes)
+    baseline = decision.baseline if decision else None
+    # The model in use is scored only on photos it never trained on: when there were none, it has no metrics here.
+    if baseline and baseline.predictions_path and baseline.comparison and baseline.comparison.compared:
+        current_metrics = compute_metrics(read_predictions(baseline.predictions_path), baseline.classes)
+    versions = read_history(config.data_root)
     figures = {
         "curves": plots.training_curves(history),
         "confusion": plots.confusion_heatmap(metrics),
         "per_class": plots.per_class_bars(metrics, current_metrics),
         "calibration": plots.reliability_diagram(metrics),
     }
+    if (chart := history_chart(versions)) is not None:
+        figures["history"] = chart
     typical = select_typical(predictions, metrics.classes)
     return ReportContent(
         run_id=run_dir.name,
@@ -102,6 +110,7 @@ def gather_report(
         archive=archive,
         training=training_summary(config, trained),
         config=config.model_dump(mode="json"),
+        versions=versions,
     )
 
 

@@ -1,35 +1,39 @@
-"""The report as markdown: report.md, the dashboard's summary artifact, and the per-class table they show.
+"""The report as markdown: report.md, the dashboard's report artifact, and the per-class table they show.
 
 Pure functions of the metrics and records the report gathered (tuneflow.report); report.html is rendered from
-the same ReportContent by tuneflow.html_report.
+the same ReportContent by tuneflow.html_report, and tuneflow.dashboard embeds the figures for the artifact. Every
+name from the archive goes through tuneflow.markdown_text (escaped; — where a value is undefined).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from tuneflow.dataset import REASONS
 from tuneflow.dataset.prepare import MANIFEST_NAME, counts_table
 from tuneflow.html_report import ReportContent, findings, headline_top_k, label
+from tuneflow.markdown_text import UNDEFINED, escape, percent, table
 from tuneflow.metrics import Metrics
 from tuneflow.promotion import PromotionDecision
 from tuneflow.records import PreparedDataset
 
+PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support", "predicted"]
+
 
 def change_text(decision: PromotionDecision | None) -> str:
     if decision is None:
-        return "-"
+        return UNDEFINED
+    version = escape(decision.baseline.version) if decision.baseline else ""
     if decision.baseline is None:
         return "first model: none was in use"
     if decision.comparison is None:
-        return f"not comparable: {decision.baseline.version} has other classes"
+        return f"not comparable: {version} has other classes"
     if decision.accuracy_change is None:
-        return f"not compared: {decision.baseline.version} trained on every one of these validation photos"
+        return f"not compared: {version} trained on every one of these validation photos"
     paired = decision.comparison
-    return (f"{decision.accuracy_change * 100:+.1f} points against {decision.baseline.version} "
+    return (f"{decision.accuracy_change * 100:+.1f} points against {version} "
             f"({paired.old_accuracy:.2%} on the {paired.compared} photos it never trained on)")
 
 
@@ -38,11 +42,11 @@ def comparison_markdown(decision: PromotionDecision | None) -> list[str]:
     paired = decision.comparison if decision else None
     if paired is None:
         return []
-    left_out = f"{paired.left_out} left out ({paired.left_out_reason})" if paired.left_out else "none left out"
+    left_out = f"{paired.left_out} left out ({escape(paired.left_out_reason)})" if paired.left_out else "none left out"
     lines = [
         "## Compared with the model in use",
         "",
-        f"Compared with {decision.baseline.version} on {paired.compared} validation photos it never trained on; "
+        f"Compared with {escape(decision.baseline.version)} on {paired.compared} validation photos it never trained on; "
         f"{left_out}. Its predictions are in `current_model_predictions.csv`.",
         "",
     ]
@@ -65,24 +69,37 @@ def decision_text(decision: PromotionDecision | None) -> str:
     if decision is None:
         return ""
     verdict = "Promoted" if decision.promoted else "Not promoted"
-    return f"**{verdict}:** {decision.reason}"
+    return f"**{verdict}:** {escape(decision.reason)}"
 
 
 def per_class_frame(metrics: Metrics, current: Metrics | None = None) -> pd.DataFrame:
+    """Per class: precision, recall, F1, support, predicted (and the F1 of the model in use); None where undefined."""
     frame = pd.DataFrame(
         [{"class": name, **metrics.per_class[name].model_dump()} for name in metrics.classes]
-    )[["class", "precision", "recall", "f1", "support", "predicted"]]
+    )[PER_CLASS_COLUMNS]
     if current is not None:
         frame["f1_model_in_use"] = [
             current.per_class[name].f1 if name in current.per_class else None for name in metrics.classes
         ]
-    return frame
+    frame = frame.astype(object)
+    return frame.where(frame.notna(), None)
 
 
 def per_class_rows(metrics: Metrics, current: Metrics | None = None) -> list[dict]:
-    """The per-class table artifact: rounded, undefined values as None (shown empty in the dashboard)."""
-    frame = per_class_frame(metrics, current).round(4).astype(object)
-    return frame.where(frame.notna(), None).to_dict("records")
+    """The per-class table artifact: scores rounded to 4 decimals, undefined values as UNDEFINED (—)."""
+    return [
+        {key: UNDEFINED if value is None else (round(value, 4) if isinstance(value, float) else value)
+         for key, value in row.items()}
+        for row in per_class_frame(metrics, current).to_dict("records")
+    ]
+
+
+def per_class_markdown(metrics: Metrics, current: Metrics | None = None) -> str:
+    """The per-class table as markdown: names escaped, scores to 3 decimals, — where undefined."""
+    frame = per_class_frame(metrics, current)
+    columns = [c.replace("_", " ") for c in frame.columns]
+    numeric = {c for c in columns if c != "class"}
+    return table(columns, frame.values.tolist(), right=numeric)
 
 
 def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision | None) -> list[str]:
@@ -90,13 +107,14 @@ def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision
     rows = [
         ("validation accuracy", f"**{metrics.accuracy:.2%}** ({metrics.num_correct} of {metrics.num_images} images)"),
         ("change vs model in use", change_text(decision)),
-        *([(f"top-{k} accuracy", f"{metrics.top_k_accuracy[k]:.2%}")] if k else []),
+        *([(f"top-{k} accuracy", percent(metrics.top_k_accuracy[k]))] if k else []),
         ("macro F1 / weighted F1", f"{metrics.macro.f1:.3f} / {metrics.weighted.f1:.3f}"),
-        ("calibration", f"mean confidence {metrics.calibration.mean_confidence:.2%}, "
-                        f"expected calibration error {metrics.calibration.expected_calibration_error:.2%}"),
+        ("calibration", f"mean confidence {percent(metrics.calibration.mean_confidence)}, "
+                        f"expected calibration error {percent(metrics.calibration.expected_calibration_error)}"),
     ]
+    notes = findings(metrics)
     return [
-        f"# Retraining run {run_id}",
+        f"# Retraining run {escape(run_id)}",
         "",
         f"**Validation accuracy: {metrics.accuracy:.2%}**, {len(metrics.classes)} classes.",
         "",
@@ -106,8 +124,8 @@ def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision
         "| --- | --- |",
         *[f"| {label} | {value} |" for label, value in rows],
         "",
-        *[f"- {note}" for note in findings(metrics)],
-        *([""] if findings(metrics) else []),
+        *[f"- {escape(note)}" for note in notes],
+        *([""] if notes else []),
     ]
 
 
@@ -115,92 +133,128 @@ def confused_markdown(metrics: Metrics) -> list[str]:
     if not metrics.most_confused:
         return ["No validation image was misclassified.", ""]
     return [
-        f"- {p.true_class} → {p.predicted_class}: {p.count} images ({p.share_of_class:.0%} of {p.true_class})"
+        f"- {escape(p.true_class)} → {escape(p.predicted_class)}: {p.count} images "
+        f"({p.share_of_class:.0%} of {escape(p.true_class)})"
         for p in metrics.most_confused
     ] + [""]
 
 
-def render_summary_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision | None, html_path: Path) -> str:
-    """The dashboard's markdown artifact: the headline, the decision, per class, where it fails."""
+def confusion_markdown(metrics: Metrics) -> str:
+    """The confusion matrix as a table: rows true classes, columns predicted."""
+    rows = [[name, *counts] for name, counts in zip(metrics.classes, metrics.confusion)]
+    return table(["true \\ predicted", *metrics.classes], rows, right=set(metrics.classes))
+
+
+def history_markdown(history: pd.DataFrame) -> str:
+    """history.csv as a table: one row per epoch, losses and accuracies to 4 decimals, — where missing."""
+    rows = history.astype(object).where(history.notna(), None).values.tolist()
+    return table(list(history.columns), rows, spec=".4f", right=set(history.columns) - {"phase"})
+
+
+def image_markdown(uri: str | None, alt: str) -> list[str]:
+    """An image paragraph (alt is ours, never archive text), or nothing when there is no such figure."""
+    return [f"![{escape(alt)}]({uri})", ""] if uri else []
+
+
+def render_summary_markdown(
+    content: ReportContent, figures: dict[str, str], mistakes: list[str], report_location: str
+) -> str:
+    """The dashboard's report artifact: headline, decision, per class, where it fails, training, and the figures.
+
+    `figures` maps a figure name to its image URI (data: URIs in the dashboard), `mistakes` is the markdown of the
+    most confident mistakes, `report_location` a paragraph saying where report.html is.
+    """
+    metrics = content.metrics
     return "\n".join([
-        *headline_markdown(run_id, metrics, decision),
-        *comparison_markdown(decision),
+        *headline_markdown(content.run_id, metrics, content.decision),
+        *comparison_markdown(content.decision),
         "## Per class",
         "",
-        per_class_frame(metrics).to_markdown(index=False, floatfmt=".3f"),
+        *image_markdown(figures.get("per_class"), "precision, recall and F1 per class"),
+        per_class_markdown(metrics, content.current_metrics),
         "",
-        "## Most confused",
+        "## Where it goes wrong",
         "",
         *confused_markdown(metrics),
-        f"Full report with plots and images: `{html_path}`",
+        *image_markdown(figures.get("confusion"), "confusion matrix"),
+        *mistakes,
+        "## Training",
+        "",
+        *image_markdown(figures.get("curves"), "training curves"),
+        "## Across retrainings",
+        "",
+        *image_markdown(figures.get("history"), "validation accuracy of every model version"),
+        "Every model version, with its data and whether it was promoted: the `retrain-history` artifact.",
+        "",
+        "## The full report",
+        "",
+        report_location,
         "",
     ])
 
 
 def data_section(dataset: PreparedDataset) -> list[str]:
     """Images per class and split, files passed over by reason, and what the prepare step noticed."""
-    source = f"; reused the preparation in `{dataset.reused_from}`" if dataset.reused_from else ""
+    source = f"; reused the preparation in {escape(dataset.reused_from)}" if dataset.reused_from else ""
+    counts = counts_table(dataset)
+    counts.index = [escape(name) for name in counts.index]
+    counts.index.name = "class"
     lines = [
         f"{dataset.total:,} images from {dataset.files_seen:,} files in the archive, "
         f"{'split by seed' if dataset.split_method == 'seeded' else 'split as the archive gave it'}; every file is "
         f"listed with its status in `{MANIFEST_NAME}`{source}.",
         "",
-        counts_table(dataset).to_markdown(),
+        counts.to_markdown(),
     ]
     passed_over = [
-        (status, reason, count, REASONS.get(reason, ""))
+        (status, escape(reason), count, escape(REASONS.get(reason, "")))
         for status, by_reason in (("skipped", dataset.skipped), ("ignored", dataset.ignored))
         for reason, count in by_reason.items()
     ]
     if passed_over:
-        table = pd.DataFrame(passed_over, columns=["status", "reason", "files", "meaning"])
-        lines += ["", table.to_markdown(index=False)]
+        passed = pd.DataFrame(passed_over, columns=["status", "reason", "files", "meaning"])
+        lines += ["", passed.to_markdown(index=False)]
     if dataset.notes:
-        lines += ["", *[f"- {note}" for note in dataset.notes]]
+        lines += ["", *[f"- {escape(note)}" for note in dataset.notes]]
     return lines
 
 
 def render_markdown(content: ReportContent, figure_files: dict[str, str]) -> str:
     """report.md: the whole report as markdown, with the figures as files next to it."""
     metrics = content.metrics
-    confusion = pd.DataFrame(metrics.confusion, index=metrics.classes, columns=metrics.classes)
-    confusion.index.name = "true \\ predicted"
     provenance = content.archive.model_dump(mode="json")
-
-    def image(name: str, alt: str) -> list[str]:
-        return [f"![{alt}]({figure_files[name]})", ""] if name in figure_files else []
-
     return "\n".join([
         *headline_markdown(content.run_id, metrics, content.decision),
         *comparison_markdown(content.decision),
         "## Per class",
         "",
-        *image("per_class", "precision, recall and F1 per class"),
-        per_class_frame(metrics, content.current_metrics).to_markdown(index=False, floatfmt=".3f"),
+        *image_markdown(figure_files.get("per_class"), "precision, recall and F1 per class"),
+        per_class_markdown(metrics, content.current_metrics),
         "",
-        "Top-k accuracy: " + ", ".join(f"top-{k} {v:.2%}" for k, v in metrics.top_k_accuracy.items()) + ".",
+        "Top-k accuracy: " + ", ".join(f"top-{k} {percent(v)}" for k, v in metrics.top_k_accuracy.items()) + ".",
         "",
         "## Where it goes wrong",
         "",
         *confused_markdown(metrics),
-        *image("confusion", "confusion matrix"),
-        confusion.to_markdown(),
+        *image_markdown(figure_files.get("confusion"), "confusion matrix"),
+        confusion_markdown(metrics),
         "",
         "## Calibration",
         "",
-        *image("calibration", "reliability diagram"),
+        *image_markdown(figure_files.get("calibration"), "reliability diagram"),
         "## Training",
         "",
-        *image("curves", "training curves"),
-        content.history.to_markdown(index=False, floatfmt=".4f"),
+        *image_markdown(figure_files.get("curves"), "training curves"),
+        history_markdown(content.history),
         "",
+        "## Across retrainings",
+        "",
+        *image_markdown(figure_files.get("history"), "validation accuracy of every model version"),
         "## Data",
         "",
         *data_section(content.dataset),
         "",
-        "| provenance | value |",
-        "| --- | --- |",
-        *[f"| {label(key)} | {value if value is not None else '-'} |" for key, value in provenance.items()],
+        table(["provenance", "value"], [[label(key), value] for key, value in provenance.items()]),
         "",
         "## Settings",
         "",

@@ -35,6 +35,8 @@ HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 RESULT_FILE = "trained.json"
+# TensorBoard's event files (`tensorboard --logdir data/runs`): epoch scalars of every phase.
+TENSORBOARD_DIR = "tensorboard"
 # Decoded images, one file per photo, while training runs (tuneflow.decoded_cache); deleted when it ends.
 CACHE_DIR = "cache"
 # ResNet50's stages, bottom to top, by the prefix of their layer names.
@@ -260,6 +262,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 
 
+def tensorboard_logs(work_dir: Path) -> keras.callbacks.Callback:
+    """Keras' TensorBoard callback writing each epoch's loss, accuracy and learning rate (training and validation).
+
+    One per phase, into the same folder: TensorBoard reads every event file of a folder as one run, and epochs are
+    numbered across phases, so the fine-tune phase continues the head phase's curves. No graph, no profiling:
+    ResNet50's graph costs seconds to write and tells a user nothing.
+    """
+    return keras.callbacks.TensorBoard(log_dir=str(work_dir / TENSORBOARD_DIR), update_freq="epoch",
+                                       write_graph=False, profile_batch=0)
+
+
 def append_history_row(path: Path, row: dict) -> None:
     new_file = not path.exists()
     with path.open("a", newline="") as handle:
@@ -360,6 +373,7 @@ def fit_across_machines(
     train_batches = iter(strategy.experimental_distribute_dataset(train_data.repeat()))
     val_batches = strategy.experimental_distribute_dataset(val_data)
     callback.set_model(model)
+    callback.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callback.on_epoch_begin(epoch)
         summed = tf.zeros(3)
@@ -370,6 +384,7 @@ def fit_across_machines(
         for batch in val_batches:  # every machine runs the same number of steps; TensorFlow pads with empty batches
             val_summed += val_step(batch)
         callback.on_epoch_end(epoch, {**as_logs(summed), **as_logs(val_summed, "val_")})
+    callback.on_train_end()
 
 
 def train_classifier(
@@ -463,11 +478,12 @@ def train_classifier(
         checkpointing = EpochCheckpoint(
             phase, checkpoint_dir, history_path, setup.is_chief, emit, steps_per_epoch, total_epochs
         )
+        callbacks = [checkpointing, tensorboard_logs(work_dir)]
         first_epoch = max(epochs_done, phase.first_epoch)
         if across_machines:
             with strategy.scope():
                 fit_across_machines(model, strategy, train_data, val_data, settings, steps_per_epoch,
-                                    first_epoch, phase.end_epoch, checkpointing)
+                                    first_epoch, phase.end_epoch, keras.callbacks.CallbackList(callbacks))
         else:
             model.fit(
                 train_data,
@@ -476,7 +492,7 @@ def train_classifier(
                 epochs=phase.end_epoch,
                 shuffle=False,  # the input pipeline reshuffles every epoch itself; fit can't shuffle a tf.data.Dataset
                 verbose=0,
-                callbacks=[checkpointing],
+                callbacks=callbacks,
             )
         epochs_done = phase.end_epoch
         model.save_weights(checkpoint_dir / f"after-{phase.name}.weights.h5")

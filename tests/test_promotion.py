@@ -15,7 +15,7 @@ import pytest
 
 from tests.records import training_record
 from tuneflow.comparison import compare_paired
-from tuneflow.config import PromotionSettings
+from tuneflow.config import PromotionSettings, ServingSettings
 from tuneflow.evaluation import predict_folder_split
 from tuneflow.model import CLASSES_FILE, MODEL_FILE, find_model_folder
 from tuneflow.model_registry import (
@@ -31,6 +31,8 @@ from tuneflow.promotion import BASELINE_PREDICTIONS_FILE, Baseline, decide_promo
 from tuneflow.records import EvalResult, TrainedModel
 
 CLASSES = ["apple_pie", "pizza", "sashimi"]
+# Exporting for TF Serving takes seconds of ResNet50 tracing; only the tests about serving turn it on.
+NO_SERVING = ServingSettings(export_on_promotion=False)
 
 
 # --- the decision rule, on numbers ---------------------------------------------------------------------------
@@ -267,10 +269,10 @@ def candidate_again(trained_once, run_dir: Path) -> tuple:
     return candidate(trained_once, run_dir)
 
 
-def promote_run(trained_once, data_root: Path, name: str, **settings):
+def promote_run(trained_once, data_root: Path, name: str, serving: ServingSettings = NO_SERVING, **settings):
     dataset = trained_once[0]
     trained, evaluation = candidate(trained_once, data_root / "runs" / name)
-    return promote_trained_model(trained, evaluation, dataset, PromotionSettings(**settings), data_root,
+    return promote_trained_model(trained, evaluation, dataset, PromotionSettings(**settings), serving, data_root,
                                  data_root / "runs" / name)
 
 
@@ -302,7 +304,7 @@ def test_promote_step_both_ways_and_forced(trained_once, tmp_path):
 
     # run-4 resumed after an interruption: its stored version is reused, and it stays current.
     resumed = promote_trained_model(*candidate_again(trained_once, data_root / "runs" / "run-4"), trained_once[0],
-                                    PromotionSettings(), data_root, data_root / "runs" / "run-4")
+                                    PromotionSettings(), NO_SERVING, data_root, data_root / "runs" / "run-4")
     assert resumed.promoted and resumed.baseline.version == "run-4" and current_version(data_root) == "run-4"
     assert list_versions(data_root) == ["run-1", "run-2", "run-3", "run-4"]
 
@@ -363,8 +365,8 @@ def promote_in_another_process(trained_once, data_root: Path, name: str, start):
 
 def promote_and_report(trained, evaluation, dataset, data_root, run_dir, start, results) -> None:
     start.wait()  # both processes reach their promote step together
-    decision = promote_trained_model(trained, evaluation, dataset, PromotionSettings(force=True), data_root, run_dir,
-                                     notify=lambda message: None)
+    decision = promote_trained_model(trained, evaluation, dataset, PromotionSettings(force=True), NO_SERVING,
+                                     data_root, run_dir, notify=lambda message: None)
     results.put((decision.baseline.version, decision.reason, decision.promoted))
 
 

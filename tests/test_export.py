@@ -58,18 +58,20 @@ def exported(tiny_dataset, tmp_path_factory):
     probabilities on them)."""
     import tensorflow as tf
 
-    from tuneflow.export import FORMATS
+    from tuneflow.export import FORMATS, write_export
     from tuneflow.model import decode_image, load_classifier, predict_probabilities
 
     root = tmp_path_factory.mktemp("export")
     save_softened_classifier(root / "model")
     folders = {fmt: root / fmt for fmt in FORMATS}
-    for fmt, folder in folders.items():
-        assert main(["export", str(root / "model"), "--format", fmt, "-o", str(folder)]) == 0
+    assert main(["export", str(root / "model"), "--format", "savedmodel", "-o", str(folders["savedmodel"])]) == 0
+    model, classes = load_classifier(root / "model")
+    for fmt in ("onnx", "litert"):  # as the command does, without loading the model twice more (seconds each)
+        folders[fmt].mkdir()
+        write_export(model, classes, fmt, folders[fmt])
     photos = [p.read_bytes() for p in sorted((tiny_dataset.root / "val").rglob("*.jpg"))]
     photos.append(encoded(np.asarray(Image.open(io.BytesIO(photos[0])).convert("RGB")), "PNG"))  # a PNG too
     pixels = np.stack([decode_image(tf.constant(photo), 32).numpy() for photo in photos])
-    model, _ = load_classifier(root / "model")
     expected = predict_probabilities(model, pixels)
     # Not saturated: a parity check on probabilities of 0 and 1 would pass whatever the export computed.
     # Not the same for every photo either: parity to 1e-4 must tell the photos apart.
@@ -77,10 +79,17 @@ def exported(tiny_dataset, tmp_path_factory):
     return root / "model", folders, photos, pixels, expected
 
 
-def savedmodel_outputs(folder: Path, pixels: np.ndarray, photos: list[bytes]) -> tuple[dict, dict]:
+@pytest.fixture(scope="module")
+def savedmodel(exported):
+    """The SavedModel export, loaded as TF Serving would load it (once: seconds)."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(folder / "savedmodel"))
+    return tf.saved_model.load(str(exported[1]["savedmodel"] / "savedmodel"))
+
+
+def savedmodel_outputs(loaded, pixels: np.ndarray, photos: list[bytes]) -> tuple[dict, dict]:
+    import tensorflow as tf
+
     from_pixels = loaded.signatures["serving_default"](pixels=tf.constant(pixels))
     from_bytes = loaded.signatures["serving_bytes"](image_bytes=tf.constant(photos))
     return ({name: value.numpy() for name, value in from_pixels.items()},
@@ -122,9 +131,10 @@ def test_model_keras_loads_and_predicts_in_a_python_that_never_imported_tuneflow
     assert "Random" not in layers and "ResNet50Preprocess" not in layers, layers  # no augmentation, no custom layer
 
 
-def test_savedmodel_signatures_give_model_keras_probabilities_and_class_names(exported):
+def test_savedmodel_signatures_give_model_keras_probabilities_and_class_names(exported, savedmodel):
     _, folders, photos, pixels, expected = exported
-    from_pixels, from_bytes = savedmodel_outputs(folders["savedmodel"], pixels, photos)
+    assert set(savedmodel.signatures) == {"serving_default", "serving_bytes"}
+    from_pixels, from_bytes = savedmodel_outputs(savedmodel, pixels, photos)
     for outputs in (from_pixels, from_bytes):
         np.testing.assert_allclose(outputs["probabilities"], expected, rtol=0, atol=PARITY)
         assert outputs["classes"].tolist() == [[name.encode() for name in TINY_CLASSES]] * len(photos)
@@ -143,19 +153,16 @@ def test_litert_in_its_interpreter_gives_model_keras_probabilities(exported):
     assert json.loads((folders["litert"] / "classes.json").read_text()) == list(TINY_CLASSES)
 
 
-def test_every_export_gives_the_same_probabilities_twice_and_holds_no_random_op(exported):
-    import tensorflow as tf
-
+def test_every_export_gives_the_same_probabilities_twice_and_holds_no_random_op(exported, savedmodel):
     _, folders, photos, pixels, _ = exported
-    first, second = savedmodel_outputs(folders["savedmodel"], pixels, photos), savedmodel_outputs(
-        folders["savedmodel"], pixels, photos)
+    first, second = savedmodel_outputs(savedmodel, pixels, photos), savedmodel_outputs(savedmodel, pixels, photos)
     for once, again in zip(first, second):
         np.testing.assert_array_equal(once["probabilities"], again["probabilities"])
     np.testing.assert_array_equal(onnx_probabilities(folders["onnx"], pixels),
                                   onnx_probabilities(folders["onnx"], pixels))
     np.testing.assert_array_equal(litert_probabilities(folders["litert"], pixels),
                                   litert_probabilities(folders["litert"], pixels))
-    graph = tf.saved_model.load(str(folders["savedmodel"] / "savedmodel")).signatures["serving_bytes"].graph
+    graph = savedmodel.signatures["serving_bytes"].graph
     ops = {node.op for node in graph.as_graph_def().node}
     ops |= {node.op for function in graph.as_graph_def().library.function for node in function.node_def}
     assert not [op for op in ops if op.startswith(AUGMENTATION_OPS)], sorted(ops)
@@ -169,7 +176,7 @@ def test_a_version_saved_before_with_the_custom_layer_and_augmentation_still_loa
     import tensorflow as tf
 
     from tuneflow.export import pixels_to_probabilities
-    from tuneflow.model import ResNet50Preprocess, load_classifier, save_classifier
+    from tuneflow.model import ResNet50Preprocess, load_classifier
 
     model_folder, _, _, pixels, expected = exported
     new, _ = load_classifier(model_folder)
@@ -187,8 +194,28 @@ def test_a_version_saved_before_with_the_custom_layer_and_augmentation_still_loa
     once, again = (serve(tf.constant(pixels))["probabilities"].numpy() for _ in range(2))
     np.testing.assert_array_equal(once, again)
     np.testing.assert_allclose(once, expected, rtol=0, atol=PARITY)
-    save_classifier(reloaded, list(TINY_CLASSES), tmp_path / "resaved")
-    assert "Random" not in {type(layer).__name__[:6] for layer in load_classifier(tmp_path / "resaved")[0].layers}
+
+
+def test_a_model_trained_under_mixed_precision_is_exported_computing_in_float32():
+    import keras
+    import tensorflow as tf
+
+    from tuneflow.export import pixels_to_probabilities
+    from tuneflow.model import build_classifier
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    serve = pixels_to_probabilities(model)
+    graph = serve.get_concrete_function().graph.as_graph_def()
+    convolutions = [node for function in graph.library.function for node in function.node_def if node.op == "Conv2D"]
+    convolutions += [node for node in graph.node if node.op == "Conv2D"]
+    assert convolutions and {node.attr["T"].type for node in convolutions} == {tf.float32.as_datatype_enum}
+    np.testing.assert_allclose(serve(tf.constant(pixels))["probabilities"].numpy(),
+                               model.predict(pixels.astype("float32"), verbose=0), rtol=0, atol=1e-2)
 
 
 def test_export_errors_name_the_problem(exported, tmp_path, capsys, monkeypatch):

@@ -390,3 +390,30 @@ def test_two_runs_promoting_at_once_compare_in_turn(trained_once, tmp_path):
     assert compared_with == {first: "run-0", second: first}, compared_with
     assert f"for the model in use ({first})" in outcomes[second][1]
     assert current_version(data_root) == second and list_versions(data_root) == ["run-0", "run-a", "run-b"]
+
+
+@pytest.mark.slow
+def test_a_failed_serving_export_leaves_current_and_serving_as_they_were_and_a_kept_model_exports_nothing(
+    trained_once, tmp_path, monkeypatch
+):
+    """The serving export is written before `current` switches: if it fails, the run fails and nothing changed.
+    (A successful one is checked end to end in test_flow.py; what it writes in test_export.py.)"""
+    import tuneflow.serving
+    from tuneflow.serving import list_serving_versions
+
+    data_root = tmp_path / "data"
+    serving = ServingSettings()
+    promote_run(trained_once, data_root, "run-1")  # in use, exported by hand below
+    kept = promote_run(trained_once, data_root, "run-2", serving=serving, margin=0.01)
+    assert not kept.promoted and kept.serving_version_dir is None and not (data_root / "serving").exists()
+
+    def disk_full(model, classes, folder):
+        (folder / "saved_model.pb").parent.mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(b"half a graph")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tuneflow.serving, "write_savedmodel", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        promote_run(trained_once, data_root, "run-3", serving=serving)
+    assert current_version(data_root) == "run-1" and list_serving_versions(data_root, serving) == []
+    assert [p.name for p in (data_root / "serving").iterdir()] == []  # no half-written version left anywhere

@@ -197,23 +197,28 @@ def test_a_version_saved_before_with_the_custom_layer_and_augmentation_still_loa
 
 
 def test_a_model_trained_under_mixed_precision_is_exported_computing_in_float32():
+    """On a small stand-in with the classifier's shape (a model inside the model, a float32 softmax): building a
+    mixed-precision ResNet50 only to look at its dtypes would cost seconds."""
     import keras
     import tensorflow as tf
 
     from tuneflow.export import pixels_to_probabilities
-    from tuneflow.model import build_classifier
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=0)
+        inner_inputs = keras.Input((32, 32, 8))
+        inner = keras.Model(inner_inputs, keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3)(inner_inputs)))
+        inputs = keras.Input((32, 32, 3))
+        features = keras.layers.GlobalAveragePooling2D()(inner(keras.layers.Conv2D(8, 1)(inputs)))
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32")(features))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
     serve = pixels_to_probabilities(model)
     graph = serve.get_concrete_function().graph.as_graph_def()
-    convolutions = [node for function in graph.library.function for node in function.node_def if node.op == "Conv2D"]
-    convolutions += [node for node in graph.node if node.op == "Conv2D"]
-    assert convolutions and {node.attr["T"].type for node in convolutions} == {tf.float32.as_datatype_enum}
+    nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
+    convolutions = [node for node in nodes if node.op == "Conv2D"]
+    assert len(convolutions) == 2 and {node.attr["T"].type for node in convolutions} == {tf.float32.as_datatype_enum}
     np.testing.assert_allclose(serve(tf.constant(pixels))["probabilities"].numpy(),
                                model.predict(pixels.astype("float32"), verbose=0), rtol=0, atol=1e-2)
 

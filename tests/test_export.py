@@ -25,7 +25,7 @@ from tuneflow.cli import main
 pytestmark = pytest.mark.slow  # builds, saves and converts a real ResNet50
 
 # What the issue asks of every export: model.keras's probabilities within 1e-4. Measured (TF 2.21, onnxruntime
-# 1.32, ai-edge-litert 2.3, on an AVX2 CPU): SavedModel 0, ONNX and LiteRT ~1e-7 (other kernels, other summation
+# 1.32, ai-edge-litert 2.3, on an AVX2 CPU): SavedModel 0, ONNX 1.2e-7, LiteRT 3.0e-7 (other kernels, other summation
 # order in float32), so LiteRT needs no looser tolerance.
 PARITY = 1e-4
 # Random ops the augmentation layers put in a graph (what made the obvious SavedModel augment at serving time).

@@ -1,10 +1,11 @@
 """A model version exported for the runtimes that serve it: SavedModel (TF Serving), ONNX (onnxruntime), LiteRT.
 
-Every export is of the inference model (tuneflow.model.inference_model: the trained weights, no augmentation), in
-float32 (a model trained under mixed precision is exported computing in float32), and takes the same input, a batch of RGB uint8 pixels of the model's image size (`pixels`, [batch, size, size, 3]),
-and gives the class probabilities (`probabilities`, [batch, classes], float32) in the order of classes.json,
-which every export writes beside its model file. The SavedModel has two signatures, both also returning the
-class names (`classes`, [batch, classes], string):
+Every export is of the inference model (tuneflow.model.inference_model: the trained weights, no augmentation),
+computing in float32 (also for a model trained under mixed precision), and takes the same input, a batch of RGB
+uint8 pixels of the model's image size (`pixels`, [batch, size, size, 3]), and gives the class probabilities
+(`probabilities`, [batch, classes], float32) in the order of classes.json, which every export writes beside its
+model file. The SavedModel has two signatures, both also returning the class names (`classes`, [batch, classes],
+string):
 
     serving_default   pixels        uint8 [batch, size, size, 3], RGB, already `size` x `size`
     serving_bytes     image_bytes   string [batch], encoded JPEG/PNG/GIF/BMP, decoded and resized by

@@ -55,7 +55,9 @@ def _fsync_tree(folder: Path) -> None:
             os.close(descriptor)
 
 
-def stage_serving_version(model_dir: Path, model_version: str, data_root: Path, settings: ServingSettings) -> Path | None:
+def stage_serving_version(
+    model_dir: Path, model_version: str, data_root: Path, settings: ServingSettings
+) -> Path | None:
     """Write the model as a SavedModel into a new incoming folder; None when the newest version already holds it.
 
     (A resumed run promotes the model it stored before its interruption again: that is no new model to serve.)

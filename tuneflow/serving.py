@@ -14,7 +14,6 @@ the folder, then deleted.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from tuneflow.config import ServingSettings
 from tuneflow.export import write_savedmodel
 from tuneflow.model import load_classifier
+from tuneflow.model_registry import fsync_path
 
 SERVING_FOLDER = "serving"
 SOURCE_FILE = Path("assets.extra") / "tuneflow.json"
@@ -47,12 +47,8 @@ def serving_source(version_dir: Path) -> dict:
 
 def _fsync_tree(folder: Path) -> None:
     """Flush every file and folder under folder, so a power cut after the rename leaves a whole version."""
-    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    for path in [*sorted(folder.rglob("*"), reverse=True), folder]:
+        fsync_path(path)
 
 
 def stage_serving_version(

@@ -56,7 +56,8 @@ def retrain(
     dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed, prepared_cache, archive.md5)
     trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir)
     evaluation = evaluate_model(trained, dataset, archive, run_dir)
-    decision = promote(trained, evaluation, dataset, config.promotion, config.data_root, run_dir, archive)
+    decision = promote(trained, evaluation, dataset, config.promotion, config.serving, config.data_root, run_dir,
+                       archive)
     report = write_report(run_dir, config, archive, dataset, trained, evaluation, decision)
     prune_runs(config.data_root, config.storage.keep_runs)
 

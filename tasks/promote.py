@@ -8,7 +8,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tuneflow.archives import FetchedArchive
-from tuneflow.config import PromotionSettings
+from tuneflow.config import PromotionSettings, ServingSettings
 from tuneflow.promotion import PromotionDecision, promote_trained_model
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
@@ -19,12 +19,15 @@ def promote(
     evaluation: EvalResult,
     dataset: PreparedDataset,
     settings: PromotionSettings,
+    serving: ServingSettings,
     data_root: Path,
     run_dir: Path,
     archive: FetchedArchive,
 ) -> PromotionDecision:
-    """Keep the new model as a version and make it current if it beats the model in use on photos it never saw."""
+    """Keep the new model as a version and make it current if it beats the model in use on photos it never saw;
+    export a model put into use for TF Serving."""
     logger = get_run_logger()
-    decision = promote_trained_model(trained, evaluation, dataset, settings, data_root, run_dir, archive, logger.info)
+    decision = promote_trained_model(trained, evaluation, dataset, settings, serving, data_root, run_dir, archive,
+                                     logger.info)
     logger.info(decision.summary)
     return decision

@@ -23,7 +23,8 @@ from tuneflow.sample import write_sample_dataset  # noqa: E402
 
 TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
 # The longest test files, longest first (measured with --durations under `make test`, three workers on 2 cores:
-# deployments ~205 s, multi_worker ~175, training_process ~170, flow ~140, training ~140, predict ~30; all the
+# deployments ~205 s, multi_worker ~175, training_process ~170, flow ~140, training ~140, predict ~30; export ~140
+# measured alone on a busy 2-core machine (converting ResNet50 to ONNX and LiteRT, no training); all the
 # others together ~60). `make test` hands whole files to the pytest-xdist workers in collection order
 # (--no-loadscope-reorder), each worker holding its current file and the next one; a long file handed out last
 # would leave the others idle at the end, so the short ones go last and even out the finish.
@@ -32,6 +33,7 @@ LONGEST_FILES_FIRST = (
     "test_multi_worker.py",
     "test_training_process.py",
     "test_flow.py",
+    "test_export.py",
     "test_training.py",
     "test_predict.py",
 )

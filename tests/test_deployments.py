@@ -211,7 +211,7 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
     from prefect.states import Cancelling
 
     from tuneflow.flows.watch_drive import EVENT_NAME, WatchDriveConfig, upload_event_id
-    from tuneflow.config import DriveSettings, RetrainConfig, TrainingSettings
+    from tuneflow.config import DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
 
     stack = local_stack
     file_id = drive_emulator.add_file("dataset.zip", tiny_archive)
@@ -245,6 +245,8 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
             data_root=data_root,
             drive=drive,
             training=TrainingSettings(weights="none", image_size=32, batch_size=4, epochs=1, fine_tune_epochs=0),
+            # The serving export of a promotion (seconds of tracing) is checked in test_flow.py, not again here.
+            serving=ServingSettings(export_on_promotion=False),
         )
         client.update_deployment(retrain.id, DeploymentUpdate(parameters={"config": tiny.model_dump(mode="json")}))
         watch = WatchDriveConfig(file_id=file_id, drive=drive)

@@ -418,6 +418,25 @@ def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs
     assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
 
 
+def test_each_promotion_adds_a_serving_version_and_a_kept_model_none(two_runs):
+    """The first run is promoted, so it is served as version 1; the second only if it was promoted too."""
+    import tensorflow as tf
+
+    from tuneflow.config import ServingSettings
+    from tuneflow.serving import list_serving_versions, serving_dir, serving_source
+
+    first, second = two_runs
+    data_root = first.run_dir.parent.parent
+    settings = ServingSettings()  # the runs' defaults: on, as "tuneflow", 3 kept
+    served = [first.model_version] + ([second.model_version] if second.promoted else [])
+    assert list_serving_versions(data_root, settings) == list(range(1, len(served) + 1))
+    folder = serving_dir(data_root, settings)
+    assert [serving_source(folder / str(n))["model_version"] for n in range(1, len(served) + 1)] == served
+    assert sorted(p.name for p in (data_root / "serving").iterdir()) == ["tuneflow"]  # nothing staged left over
+    newest = tf.saved_model.load(str(folder / str(len(served))))
+    assert set(newest.signatures) == {"serving_default", "serving_bytes"}
+
+
 def test_runs_link_their_photos_from_the_prepared_cache_and_apply_retention(two_runs, on_drive):
     """On by default: each run's dataset is hard links to data_root/cache/prepared/<key>/, and each run ends by
     applying storage.keep_runs (3: two runs keep everything)."""

@@ -15,7 +15,7 @@ import pytest
 
 from tests.records import training_record
 from tuneflow.comparison import compare_paired
-from tuneflow.config import PromotionSettings
+from tuneflow.config import PromotionSettings, ServingSettings
 from tuneflow.evaluation import predict_folder_split
 from tuneflow.model import CLASSES_FILE, MODEL_FILE, find_model_folder
 from tuneflow.model_registry import (
@@ -32,6 +32,8 @@ from tuneflow.promotion import BASELINE_PREDICTIONS_FILE, Baseline, decide_promo
 from tuneflow.records import EvalResult, TrainedModel
 
 CLASSES = ["apple_pie", "pizza", "sashimi"]
+# Exporting for TF Serving takes seconds of ResNet50 tracing; only the tests about serving turn it on.
+NO_SERVING = ServingSettings(export_on_promotion=False)
 
 
 # --- the decision rule, on numbers ---------------------------------------------------------------------------
@@ -268,10 +270,10 @@ def candidate_again(trained_once, run_dir: Path) -> tuple:
     return candidate(trained_once, run_dir)
 
 
-def promote_run(trained_once, data_root: Path, name: str, **settings):
+def promote_run(trained_once, data_root: Path, name: str, serving: ServingSettings = NO_SERVING, **settings):
     dataset = trained_once[0]
     trained, evaluation = candidate(trained_once, data_root / "runs" / name)
-    return promote_trained_model(trained, evaluation, dataset, PromotionSettings(**settings), data_root,
+    return promote_trained_model(trained, evaluation, dataset, PromotionSettings(**settings), serving, data_root,
                                  data_root / "runs" / name)
 
 
@@ -303,7 +305,7 @@ def test_promote_step_both_ways_and_forced(trained_once, tmp_path):
 
     # run-4 resumed after an interruption: its stored version is reused, and it stays current.
     resumed = promote_trained_model(*candidate_again(trained_once, data_root / "runs" / "run-4"), trained_once[0],
-                                    PromotionSettings(), data_root, data_root / "runs" / "run-4")
+                                    PromotionSettings(), NO_SERVING, data_root, data_root / "runs" / "run-4")
     assert resumed.promoted and resumed.baseline.version == "run-4" and current_version(data_root) == "run-4"
     assert list_versions(data_root) == ["run-1", "run-2", "run-3", "run-4"]
     # Each version records what its run decided, for the history across retrainings (kept when run-4 resumed).
@@ -369,8 +371,8 @@ def promote_in_another_process(trained_once, data_root: Path, name: str, start):
 
 def promote_and_report(trained, evaluation, dataset, data_root, run_dir, start, results) -> None:
     start.wait()  # both processes reach their promote step together
-    decision = promote_trained_model(trained, evaluation, dataset, PromotionSettings(force=True), data_root, run_dir,
-                                     notify=lambda message: None)
+    decision = promote_trained_model(trained, evaluation, dataset, PromotionSettings(force=True), NO_SERVING,
+                                     data_root, run_dir, notify=lambda message: None)
     results.put((decision.baseline.version, decision.reason, decision.promoted))
 
 
@@ -394,3 +396,30 @@ def test_two_runs_promoting_at_once_compare_in_turn(trained_once, tmp_path):
     assert compared_with == {first: "run-0", second: first}, compared_with
     assert f"for the model in use ({first})" in outcomes[second][1]
     assert current_version(data_root) == second and list_versions(data_root) == ["run-0", "run-a", "run-b"]
+
+
+@pytest.mark.slow
+def test_a_failed_serving_export_leaves_current_and_serving_as_they_were_and_a_kept_model_exports_nothing(
+    trained_once, tmp_path, monkeypatch
+):
+    """The serving export is written before `current` switches: if it fails, the run fails and nothing changed.
+    (A successful one is checked end to end in test_flow.py; what it writes in test_export.py.)"""
+    import tuneflow.serving
+    from tuneflow.serving import list_serving_versions
+
+    data_root = tmp_path / "data"
+    serving = ServingSettings()
+    promote_run(trained_once, data_root, "run-1")  # in use, exported by hand below
+    kept = promote_run(trained_once, data_root, "run-2", serving=serving, margin=0.01)
+    assert not kept.promoted and kept.serving_version_dir is None and not (data_root / "serving").exists()
+
+    def disk_full(model, classes, folder):
+        (folder / "saved_model.pb").parent.mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(b"half a graph")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tuneflow.serving, "write_savedmodel", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        promote_run(trained_once, data_root, "run-3", serving=serving)
+    assert current_version(data_root) == "run-1" and list_serving_versions(data_root, serving) == []
+    assert [p.name for p in (data_root / "serving").iterdir()] == []  # no half-written version left anywhere

@@ -12,15 +12,27 @@ import tensorflow as tf
 
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
-from tuneflow.model import ResNet50Preprocess, build_classifier, load_classifier
+from tuneflow.model import ResNet50Preprocess, build_classifier, load_classifier, resnet50_preprocessing
 from tuneflow.training import TENSORBOARD_DIR
 
 
 
-def test_preprocessing_inside_the_model_is_resnet50_preprocess_input():
-    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_preprocessing_inside_the_model_is_resnet50_preprocess_input_bit_for_bit(policy):
+    """Built-in layers (model.keras loads without tuneflow) computing exactly what the custom layer they replace did."""
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate([rng.integers(0, 256, (4, 8, 8, 3)), rng.uniform(0, 255, (4, 8, 8, 3))]).astype("float32")
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        inputs = keras.Input((8, 8, 3))
+        built_in = keras.Model(inputs, resnet50_preprocessing(inputs))
+        custom = keras.Model(inputs, ResNet50Preprocess()(inputs))  # what versions saved until now hold
+        assert not [type(layer) for layer in built_in.layers if type(layer).__module__.startswith("tuneflow")]
+        np.testing.assert_array_equal(built_in.predict(pixels, verbose=0), custom.predict(pixels, verbose=0))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     expected = keras.applications.resnet50.preprocess_input(pixels.copy())
-    np.testing.assert_allclose(np.asarray(ResNet50Preprocess()(pixels)), expected, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ResNet50Preprocess()(pixels)), expected)
     # caffe style: BGR order, ImageNet means subtracted, no scaling
     np.testing.assert_allclose(expected[..., 0], pixels[..., 2] - 103.939, rtol=1e-5)
 

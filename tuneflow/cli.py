@@ -1,4 +1,4 @@
-"""The `tuneflow` command: sample, retrain, predict, demo.
+"""The `tuneflow` command: sample, retrain, predict, export, demo.
 
 `retrain`'s options are generated from RetrainConfig's fields, so the CLI, the Prefect UI form and the config
 can never disagree about a setting's name, meaning or default.
@@ -19,6 +19,7 @@ from tuneflow.config import (
     DriveSettings,
     PromotionSettings,
     RetrainConfig,
+    ServingSettings,
     StorageSettings,
     TrainingSettings,
 )
@@ -37,6 +38,8 @@ PREFECT_START_NOTICE_EVERY_S = 15
 
 # `tuneflow predict current ...`: the model in use, DATA_ROOT/models/current.
 CURRENT_MODEL = "current"
+# `tuneflow export` writes DATA_ROOT/exports/<version>-<format>/ unless told where.
+EXPORTS_FOLDER = "exports"
 
 # (config section, settings model); None is the top level of RetrainConfig.
 CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
@@ -46,6 +49,7 @@ CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
     ("drive", DriveSettings),
     ("promotion", PromotionSettings),
     ("storage", StorageSettings),
+    ("serving", ServingSettings),
 ]
 NESTED_FIELDS = {section for section, _ in CONFIG_SECTIONS if section}
 
@@ -234,6 +238,23 @@ def command_predict(options: argparse.Namespace) -> int:
     return 0
 
 
+def command_export(options: argparse.Namespace) -> int:
+    from tuneflow.export import ExportUnavailableError, export_model
+    from tuneflow.model import find_model_folder
+
+    data_root = Path(options.data_root)
+    try:
+        model_folder = find_model_folder(resolve_model(options.model, data_root))
+        version = model_folder.resolve().name if model_folder.name != "model" else model_folder.parent.resolve().name
+        target = Path(options.output) if options.output else data_root / EXPORTS_FOLDER / f"{version}-{options.format}"
+        exported = export_model(model_folder, options.format, target)
+    except (FileNotFoundError, FileExistsError, ExportUnavailableError) as error:
+        print(f"tuneflow export: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {version} as {options.format}: {exported} (classes: {exported.parent / 'classes.json'})")
+    return 0
+
+
 def command_sample(options: argparse.Namespace) -> int:
     from tuneflow.sample import write_sample_dataset
 
@@ -369,6 +390,29 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data-root", default=str(default_data_root()),
                          help=f"where `{CURRENT_MODEL}` is looked up. Default: ${DATA_ROOT_VARIABLE} when set, else data.")
     predict.set_defaults(handler=command_predict)
+
+    export = commands.add_parser(
+        "export",
+        help="export a model version for serving: SavedModel (TF Serving), ONNX (onnxruntime) or LiteRT (phones)",
+        description="Export a model without its augmentation, into a folder that appears only once complete, with "
+        "classes.json beside the model. Every format takes a batch of RGB uint8 pixels of the model's image size "
+        "(input `pixels`) and gives the class probabilities (`probabilities`) in the order of classes.json; the "
+        "SavedModel (serving_default) also returns the class names and has a second signature, serving_bytes, "
+        "on encoded JPEG/PNG bytes (`image_bytes`). The promoted model is exported for TF Serving by itself "
+        "(DATA_ROOT/serving); this command is for any version, by hand. ONNX needs tuneflow's export extra "
+        "(pip install 'tuneflow[export]').",
+    )
+    export.add_argument("model", metavar="VERSION", help=f"`{CURRENT_MODEL}` (the model in use), a model version "
+                        "folder (data/models/<version>) or a run folder (data/runs/<run id>)")
+    # tuneflow.export.FORMATS, not imported here: it imports TensorFlow (tests/test_export.py checks they agree).
+    export.add_argument("--format", required=True, choices=("savedmodel", "onnx", "litert"),
+                        help="savedmodel (TF Serving, tf.saved_model.load), onnx (onnxruntime) or litert (.tflite)")
+    export.add_argument("--output", "-o", metavar="DIR", help="the folder to create (it must not exist). Default: "
+                        f"DATA_ROOT/{EXPORTS_FOLDER}/<version>-<format>.")
+    export.add_argument("--data-root", default=str(default_data_root()),
+                        help=f"where `{CURRENT_MODEL}` is looked up and exports go. Default: ${DATA_ROOT_VARIABLE} "
+                        "when set, else data.")
+    export.set_defaults(handler=command_export)
 
     sample = commands.add_parser(
         "sample",

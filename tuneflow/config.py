@@ -366,6 +366,32 @@ class StorageSettings(BaseModel):
     )
 
 
+class ServingSettings(BaseModel):
+    """Where the model in use is exported for TF Serving: data_root/serving/<serving_name>/<N>/, one N per promotion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    export_on_promotion: bool = Field(
+        True,
+        description="On every promotion, export the model put into use as a SavedModel into "
+        "data_root/serving/<serving_name>/<N>/ (N one more than the last), which a TF Serving container watching "
+        "that folder picks up by itself. Off: no serving export (`tuneflow export` still exports any version).",
+    )
+    serving_name: str = Field(
+        "tuneflow",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="The model's name for TF Serving (its MODEL_NAME and /v1/models/<name> URL) and its folder "
+        "under data_root/serving/.",
+    )
+    keep_serving_versions: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="How many of the newest serving versions are kept: TF Serving serves the highest, the older "
+        "ones are there to roll back to by hand. Each is the size of model.keras (about 95 MB for ResNet50).",
+    )
+
+
 class RetrainConfig(BaseModel):
     """Everything one retraining run needs: where the photos are, how to split them, how to train."""
 
@@ -383,6 +409,9 @@ class RetrainConfig(BaseModel):
     )
     storage: StorageSettings = Field(
         default_factory=StorageSettings, description="What runs keep on disk: reused preparations, retention."
+    )
+    serving: ServingSettings = Field(
+        default_factory=ServingSettings, description="Where the model in use is exported for TF Serving."
     )
     seed: int = Field(42, ge=0, description="Seed for the split, weight initialisation and shuffling.")
     drive: DriveSettings = Field(

@@ -17,12 +17,40 @@ CLASSES_FILE = "classes.json"
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
 
 
+# caffe-style preprocessing, what ResNet50's ImageNet weights expect: BGR channel order, ImageNet means subtracted.
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+# Training-time augmentation layers: the training model has them, the saved (inference) model does not.
+AUGMENTATION_LAYERS = (keras.layers.RandomFlip, keras.layers.RandomZoom)
+
+
 @keras.saving.register_keras_serializable(package="tuneflow")
 class ResNet50Preprocess(keras.layers.Layer):
-    """keras.applications.resnet50.preprocess_input as a layer: RGB 0-255 in, caffe-style BGR minus means out."""
+    """keras.applications.resnet50.preprocess_input as a layer: RGB 0-255 in, caffe-style BGR minus means out.
+
+    No longer built (a custom class made model.keras unloadable without tuneflow); kept registered so model versions
+    saved before its built-in replacement (`resnet50_preprocessing`) still load through tuneflow.
+    """
 
     def call(self, inputs):
         return keras.applications.resnet50.preprocess_input(inputs)
+
+
+def resnet50_preprocessing(pixels: keras.KerasTensor) -> keras.KerasTensor:
+    """keras.applications.resnet50.preprocess_input as one built-in layer, so model.keras loads with plain Keras.
+
+    A frozen 1x1 convolution: its kernel is the RGB->BGR permutation (each output is one input times 1 plus two
+    times 0: exact), its bias minus the ImageNet means (x + (-mean) is x - mean: exact), bit for bit what
+    preprocess_input computes, in float32 and under mixed precision (tests/test_training.py). The means are weights
+    rather than constants: a Normalization layer's constants became required inputs of the ONNX export.
+    """
+    permutation = np.zeros((1, 1, 3, 3), dtype="float32")
+    for bgr, rgb in enumerate((2, 1, 0)):
+        permutation[0, 0, rgb, bgr] = 1.0
+    return keras.layers.Conv2D(
+        3, 1, kernel_initializer=keras.initializers.Constant(permutation),
+        bias_initializer=keras.initializers.Constant(-np.array(IMAGENET_MEAN_BGR, dtype="float32")),
+        trainable=False, name="resnet50_preprocess",
+    )(pixels)
 
 
 def build_classifier(
@@ -36,7 +64,8 @@ def build_classifier(
 ) -> tuple[keras.Model, keras.Model]:
     """ResNet50 without its top, preprocessing and augmentation inside, GlobalAveragePooling + Dropout + softmax.
 
-    Returns (classifier, base) so the caller can freeze and unfreeze the base.
+    Returns (classifier, base) so the caller can freeze and unfreeze the base. This is the training model;
+    `inference_model` is what gets saved.
     """
     inputs = keras.Input(shape=(image_size, image_size, 3), name="rgb_pixels_0_255")
     # The notebook's augmentation (horizontal flip, 20 % zoom), as layers: active in fit(), idle in predict().
@@ -45,7 +74,7 @@ def build_classifier(
         x = keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(x)
     if zoom > 0:
         x = keras.layers.RandomZoom(zoom, seed=seed, name="augment_zoom")(x)
-    x = ResNet50Preprocess(name="resnet50_preprocess")(x)
+    x = resnet50_preprocessing(x)
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     if weights_path is not None:
         try:
@@ -74,12 +103,34 @@ def build_classifier(
     return keras.Model(inputs, outputs, name="tuneflow_resnet50"), base
 
 
+def inference_model(model: keras.Model) -> keras.Model:
+    """The classifier without its augmentation layers: the same layers and weights, what model.keras holds.
+
+    Keras' augmentation layers augment whenever they are called without training=False, and an export's serving
+    function calls them without it: a SavedModel of the training model flipped and zoomed every photo it served,
+    and ONNX has no such random ops at all. In predict() they are idle, so predictions are the same.
+    """
+
+    def skip_augmentation(layer, *args, **kwargs):
+        return args[0] if isinstance(layer, AUGMENTATION_LAYERS) else layer(*args, **kwargs)
+
+    stripped = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=skip_augmentation)
+    unknown = [layer.name for layer in stripped.layers if type(layer).__name__.startswith("Random")]
+    if unknown:
+        raise ValueError(f"layers {unknown} look like augmentation tuneflow does not know how to leave out; "
+                         f"only {[cls.__name__ for cls in AUGMENTATION_LAYERS]} are")
+    # A new functional model on the same graph: clone_model compiles its copy like the original, and a compiled
+    # model.keras carries an optimizer (a fresh Adam is twice the weights: 284 MB instead of 95 MB for ResNet50).
+    return keras.Model(stripped.inputs, stripped.outputs, name=model.name)
+
+
 def save_classifier(model: keras.Model, classes: list[str], folder: Path) -> Path:
-    """Write model.keras and classes.json; the model file appears only once complete."""
+    """Write model.keras (the inference model: no augmentation, not compiled: training resumes from its
+    checkpoints, never from model.keras) and classes.json; the model file appears only once complete."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CLASSES_FILE).write_text(json.dumps(classes, indent=2) + "\n")
     partial = folder / f"partial-{MODEL_FILE}"  # Keras insists on the .keras suffix
-    model.save(partial)
+    inference_model(model).save(partial)
     partial.replace(folder / MODEL_FILE)
     return folder / MODEL_FILE
 

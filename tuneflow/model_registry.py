@@ -73,7 +73,8 @@ def list_versions(data_root: Path) -> list[str]:
     )
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk (before a rename that makes them visible)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -105,9 +106,9 @@ def store_version(
             written.append(TRAINING_PHOTOS_FILE)
         # Flushed before the rename, so after a power cut the version is either absent or whole.
         for name in written:
-            _fsync(staging / name)
+            fsync_path(staging / name)
         staging.rename(final)
-        _fsync(folder)
+        fsync_path(folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -127,7 +128,7 @@ def point_current_at(data_root: Path, version: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync(folder)
+    fsync_path(folder)
 
 
 def read_version_record(data_root: Path, version: str) -> dict:

@@ -5,7 +5,9 @@
      models/<version>/training_photos.csv, says which), into current_model_predictions.csv;
   2. pairs those predictions with the new model's on the same photos (tuneflow.comparison);
   3. stores the new model as a version with its own training manifest and where its data came from;
-  4. points `current` at it when `decide_promotion` says so, and records the comparison in metrics.json.
+  4. points `current` at it when `decide_promotion` says so, and records the comparison in metrics.json;
+  5. on a promotion, exports it for TF Serving as the next serving version (tuneflow.serving): written before
+     `current` switches (a failed export leaves everything as it was), renamed into place after.
 A photo the model in use trained on would flatter it: after every upload, about half of a reshuffled validation
 set used to be such photos, holding back exactly the models the upload trigger exists for.
 """
@@ -23,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from tuneflow.archives import FetchedArchive
 from tuneflow.comparison import PairedComparison, compare_paired
-from tuneflow.config import PromotionSettings
+from tuneflow.config import PromotionSettings, ServingSettings
 from tuneflow.evaluation import predict_files
 from tuneflow.metrics import read_predictions
 from tuneflow.model import MODEL_FILE, load_classes
@@ -36,6 +38,7 @@ from tuneflow.model_registry import (
     store_version,
 )
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
+from tuneflow.serving import discard_staged, publish_serving_version, stage_serving_version
 
 # Two accuracies on the same images differ by a multiple of 1/n; this only absorbs float rounding (0.8 + 0.01).
 COMPARISON_TOLERANCE = 1e-9
@@ -64,6 +67,9 @@ class PromotionDecision(BaseModel):
     baseline: Baseline | None = Field(description="The model that was in use before this run, if any.")
     margin: float
     forced: bool
+    serving_version_dir: Path | None = Field(
+        None, description="The serving version this promotion exported (data_root/serving/<name>/<N>), if any."
+    )
 
     @property
     def summary(self) -> str:
@@ -211,12 +217,14 @@ def promote_trained_model(
     evaluation: EvalResult,
     dataset: PreparedDataset,
     settings: PromotionSettings,
+    serving: ServingSettings,
     data_root: Path,
     run_dir: Path,
     archive: FetchedArchive | None = None,
     notify: Callable[[str], None] = print,
 ) -> PromotionDecision:
-    """Store the model as version <run id>; switch models/current to it if it beats the model in use (or forced).
+    """Store the model as version <run id>; switch models/current to it if it beats the model in use (or forced),
+    and then export it as the next serving version (serving.export_on_promotion).
 
     Reading `current`, comparing and switching is one critical section (the registry's promotion lock): a run that
     finishes while another promotes waits, then compares itself with whatever that one left in use.
@@ -242,8 +250,18 @@ def promote_trained_model(
                 "archive": archive.model_dump(mode="json", exclude={"path"}) if archive else None,
             }
             version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos)
+        serving_version_dir = None
         if promoted:
-            point_current_at(data_root, version)
+            staged = (stage_serving_version(version_dir, version, data_root, serving)
+                      if serving.export_on_promotion else None)
+            try:
+                point_current_at(data_root, version)
+                if staged is not None:
+                    serving_version_dir = publish_serving_version(staged, data_root, serving)
+                    notify(f"exported {version} for TF Serving as {serving_version_dir}")
+            except BaseException:
+                discard_staged(staged)
+                raise
     decision = PromotionDecision(
         promoted=promoted,
         reason=reason,
@@ -253,6 +271,7 @@ def promote_trained_model(
         baseline=baseline,
         margin=settings.margin,
         forced=settings.force,
+        serving_version_dir=serving_version_dir,
     )
     if evaluation.metrics_path.is_file():
         record_in_metrics(evaluation.metrics_path, decision)

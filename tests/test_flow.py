@@ -159,7 +159,8 @@ def test_report_and_artifacts_summarise_the_data(two_runs):
     assert "| apple_pie   |       8 |     2 |      10 |" in data
     assert "| all classes |      24 |     6 |      30 |" in data
     assert "| ignored  | not-an-image-file |       3 |" in data  # Food-101's meta/*.txt
-    assert "- layout: Food-101 (images/<class>/ + meta/) under food-101/" in data
+    # Escaped as every text of the report.md is: a markdown viewer shows "images/<class>/".
+    assert "- layout: Food-101 (images/&lt;class&gt;/ + meta/) under food-101/" in data
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-counts", "dataset-manifest"]))

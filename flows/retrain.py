@@ -15,7 +15,7 @@ from tuneflow.tasks.report import write_report
 from tuneflow.tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
 from tuneflow.records import RunSummary
-from tuneflow.retention import PREPARED_CACHE
+from tuneflow.retention import DECODED_CACHE, PREPARED_CACHE
 from tuneflow.runs import check_archive_of_run, earlier_run_for_upload, open_run_dir
 from tuneflow.sources import parse_drive_source
 
@@ -54,7 +54,8 @@ def retrain(
     weights_path = fetch_weights(config.training.weights, config.drive, config.data_root)
     prepared_cache = config.data_root / PREPARED_CACHE if config.storage.reuse_prepared else None
     dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed, prepared_cache, archive.md5)
-    trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir)
+    decoded_store = config.data_root / DECODED_CACHE if config.storage.keep_decoded_photos else None
+    trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir, decoded_store)
     evaluation = evaluate_model(trained, dataset, archive, run_dir)
     decision = promote(trained, evaluation, dataset, config.promotion, config.serving, config.data_root, run_dir,
                        archive)

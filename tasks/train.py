@@ -21,7 +21,12 @@ from tuneflow.training_process import describe_event, run_training_process
 
 @task(name="fine-tune")
 def fine_tune(
-    dataset: PreparedDataset, settings: TrainingSettings, weights_path: Path | None, seed: int, run_dir: Path
+    dataset: PreparedDataset,
+    settings: TrainingSettings,
+    weights_path: Path | None,
+    seed: int,
+    run_dir: Path,
+    decoded_store: Path | None = None,
 ) -> TrainedModel:
     """Fine-tune ResNet50 in its own process; log each epoch and move a progress artifact while it trains."""
     logger = get_run_logger()
@@ -38,7 +43,8 @@ def fine_tune(
 
     timeout = settings.timeout_minutes * 60 if settings.timeout_minutes else None
     return run_training_process(
-        TrainingJob(dataset=dataset, settings=settings, weights_path=weights_path, seed=seed, run_dir=run_dir),
+        TrainingJob(dataset=dataset, settings=settings, weights_path=weights_path, seed=seed, run_dir=run_dir,
+                    decoded_store=decoded_store),
         on_event,
         timeout_seconds=timeout,
     )

@@ -1,14 +1,18 @@
-"""The decoded-image cache: reused when complete, rebuilt when a crash left it half-written, never wedged."""
+"""The decoded-photo store: each photo decoded once whatever the run, as decode_image decodes it; a damaged or
+half-written photo never read as pixels; never wedged by a killed pass."""
 
 from __future__ import annotations
 
-import json
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tuneflow.decoded_cache import COMPLETE_FILE, ensure_decoded_cache, read_cached
+from tuneflow.decoded_cache import cached_file_bytes, ensure_decoded_cache, read_cached
+from tuneflow.decoded_layout import CACHE_SUFFIX, STAGING_PREFIX
 from tuneflow.image_decoding import decode_image
 from tuneflow.training import list_split, make_input_pipeline
 
@@ -61,31 +65,91 @@ def test_a_photo_whose_header_cannot_be_read_is_named(tmp_path):
     broken.write_bytes(b"not an image at all")
     with pytest.raises(ValueError, match="cannot read the image header of .*broken.jpg.*prepare the archive again"):
         ensure_decoded_cache([str(broken)], 32, tmp_path / "cache")
-    assert not (tmp_path / "cache" / COMPLETE_FILE).exists()
+    assert not list((tmp_path / "cache").rglob(f"*{CACHE_SUFFIX}"))
 
 
-def test_a_half_written_cache_is_rebuilt_and_a_complete_one_reused(tiny_dataset, tmp_path):
+def decoding_events(events: list[dict]) -> tuple[int, int]:
+    """(photos decoded, photos reused) as the pass reported them."""
+    last = events[-1]
+    if last["state"] == "reused":
+        return 0, last["images"]
+    return last["decoded"], last["reused"]
+
+
+def test_a_damaged_or_missing_photo_is_decoded_again_and_whole_ones_are_reused(tiny_dataset, tmp_path):
     paths, cache = photos(tiny_dataset), tmp_path / "cache"
     files = ensure_decoded_cache(paths, 32, cache)
-    # What a kill mid-pass leaves: some photos written, one cut short, and no complete.json.
-    (cache / COMPLETE_FILE).unlink()
-    for file in files[10:]:
-        tf.io.gfile.remove(file)
-    with open(files[9], "r+b") as handle:
+    for file in files[10:]:  # lost, e.g. by hand
+        Path(file).unlink()
+    with open(files[9], "r+b") as handle:  # cut short: a disk that filled up under another tool
         handle.truncate(100)
     events = []
     again = ensure_decoded_cache(paths, 32, cache, events.append)
-    assert [e["state"] for e in events][0] == "decoding" and events[-1]["state"] == "complete"
-    assert again == files and all(tf.io.gfile.exists(file) for file in files)
-    read_cached(tf.constant(files[9]), 32)  # whole again
-    # Complete and made from the same photos at the same size: reused without decoding.
+    assert again == files and decoding_events(events) == (15, 9)
+    np.testing.assert_array_equal(read_cached(tf.constant(files[9]), 32).numpy(),
+                                  decode_image(tf.io.read_file(paths[9]), 32).numpy())
     events = []
     ensure_decoded_cache(paths, 32, cache, events.append)
     assert [e["state"] for e in events] == ["reused"]
-    # Another size (or other photos) never reuses it.
+    # Another size never reuses it: a store of its own.
     events = []
-    ensure_decoded_cache(paths, 48, cache, events.append)
-    assert events[-1]["state"] == "complete" and json.loads((cache / COMPLETE_FILE).read_text())["image_size"] == 48
+    other = ensure_decoded_cache(paths, 48, cache, events.append)
+    assert decoding_events(events) == (24, 0) and Path(other[0]).parent.parent != Path(files[0]).parent.parent
+    assert read_cached(tf.constant(other[0]), 48).shape == (48, 48, 3)
+
+
+def test_the_next_run_decodes_only_its_new_photos_and_a_changed_photo_again(tiny_dataset, tmp_path):
+    """What a weekly retrain on a growing dataset does: last week's photos are in the store, named by their
+    bytes, so only this week's are decoded; a photo edited in place is new bytes, never last week's pixels."""
+    from PIL import Image
+
+    paths, store = photos(tiny_dataset), tmp_path / "store"
+    ensure_decoded_cache(paths[:16], 32, store)
+    edited = tmp_path / "edited.jpg"
+    Image.open(paths[3]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(edited, quality=90)
+    this_week = [*paths, str(edited)]
+    events = []
+    files = ensure_decoded_cache(this_week, 32, store, events.append)
+    assert decoding_events(events) == (9, 16)
+    for path, file in zip(this_week, files, strict=True):
+        np.testing.assert_array_equal(read_cached(tf.constant(file), 32).numpy(),
+                                      decode_image(tf.io.read_file(path), 32).numpy(), err_msg=path)
+    assert files[3] != files[-1]
+
+
+def test_the_same_bytes_twice_are_decoded_once(tiny_dataset, tmp_path):
+    paths = photos(tiny_dataset)[:4]
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(Path(paths[0]).read_bytes())
+    events = []
+    files = ensure_decoded_cache([*paths, str(copy)], 32, tmp_path / "cache", events.append)
+    assert decoding_events(events) == (4, 0) and files[0] == files[-1]
+
+
+def test_a_pass_stopped_midway_keeps_what_it_finished_and_no_half_written_photo(tiny_dataset, tmp_path):
+    paths, cache = photos(tiny_dataset), tmp_path / "cache"
+
+    def stop_after_the_first_chunk(event):
+        if event["state"] == "decoding" and event["done"] > 0:
+            raise KeyboardInterrupt  # what stopping the training process does to the pass
+
+    with pytest.raises(KeyboardInterrupt):
+        ensure_decoded_cache(paths, 32, cache, stop_after_the_first_chunk)
+    store = next(cache.iterdir())
+    written = list(store.glob(f"*/*{CACHE_SUFFIX}"))
+    assert 0 < len(written) < 24 and not list(store.glob(f"{STAGING_PREFIX}*"))
+    assert {file.stat().st_size for file in written} == {cached_file_bytes(32)}
+    # A staging folder left by a process killed long ago goes; a live pass's (fresh) one stays.
+    stale, live = store / f"{STAGING_PREFIX}1-dead", store / f"{STAGING_PREFIX}2-live"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "half.tensor").write_bytes(b"x" * 10)
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    events = []
+    files = ensure_decoded_cache(paths, 32, cache, events.append)
+    assert decoding_events(events) == (24 - len(written), len(written))
+    assert not stale.exists() and live.exists()
+    assert all(Path(file).stat().st_size == cached_file_bytes(32) for file in files)
 
 
 def test_every_epoch_sees_every_photo_once_in_a_new_order(tiny_dataset, tmp_path):

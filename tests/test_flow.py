@@ -10,9 +10,11 @@ model A only on validation photos A never trained on.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from PIL import Image, ImageOps
 from tests.drive_emulator import DriveEmulator
 from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, TestKey, service_account_info, test_key  # noqa: F401 (fixture)
 from tuneflow.cli import main
-from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, TrainingSettings
+from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
 from tuneflow.tasks.fetch import DATASET_PROGRESS_KEY
 
 pytestmark = pytest.mark.slow
@@ -113,6 +115,8 @@ def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_fa
                                       fine_tune_epochs=0),
             drive=DriveSettings(key_file=key_file, api_endpoint=emulator.api_endpoint, http_timeout_s=10,
                                 retry_base_delay_s=0.01),
+            # One SavedModel export (the first run's) is enough for the serving test, and each costs ~10 s of CI.
+            serving=ServingSettings(export_on_promotion=False),
         )
         for name in AllRecords.loggers:
             logging.getLogger(name).addHandler(logs)
@@ -420,16 +424,15 @@ def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs
 
 
 def test_each_promotion_adds_a_serving_version_and_a_kept_model_none(two_runs):
-    """The first run is promoted, so it is served as version 1; the second only if it was promoted too."""
+    """The first run is promoted, so it is served as version 1; the second exports nothing (its export is off)."""
     import tensorflow as tf
 
-    from tuneflow.config import ServingSettings
     from tuneflow.serving import list_serving_versions, serving_dir, serving_source
 
     first, second = two_runs
     data_root = first.run_dir.parent.parent
-    settings = ServingSettings()  # the runs' defaults: on, as "tuneflow", 3 kept
-    served = [first.model_version] + ([second.model_version] if second.promoted else [])
+    settings = ServingSettings()  # the first run's defaults: on, as "tuneflow", 3 kept
+    served = [first.model_version]  # the second run exports nothing (on_drive: export_on_promotion off)
     assert list_serving_versions(data_root, settings) == list(range(1, len(served) + 1))
     folder = serving_dir(data_root, settings)
     assert [serving_source(folder / str(n))["model_version"] for n in range(1, len(served) + 1)] == served
@@ -450,3 +453,24 @@ def test_runs_link_their_photos_from_the_prepared_cache_and_apply_retention(two_
         assert photo.stat().st_nlink == 2 and (entry / "dataset" / photo.relative_to(run.run_dir / "dataset")).samefile(photo)
         assert (run.run_dir / "dataset").is_dir() and not (run.run_dir / "pruned.json").exists()
     assert any("retention (storage.keep_runs=3): nothing to remove" in line for line in on_drive.logs.lines)
+
+
+def test_the_second_run_decodes_only_the_photos_the_first_did_not_have(two_runs, on_drive):
+    """Decoded photos are kept in data_root/cache/decoded/ under the SHA-256 of their bytes: revision 2's run
+    decodes its two new photos and reads every other one from what the first run decoded."""
+    photos_of = [{hashlib.sha256(path.read_bytes()).hexdigest() for split in ("train", "val")
+                  for path in (run.run_dir / "dataset" / split).rglob("*") if path.is_file()} for run in two_runs]
+    passes = []  # (photos decoded now, photos decoded by an earlier run), per split and run, in order
+    for line in on_drive.logs.lines:
+        if match := re.match(r"decoded (?:train|val) photos: all (\d+) cached .*\((\d+) decoded now, (\d+) decoded", line):
+            passes.append((int(match[2]), int(match[3])))
+        elif match := re.match(r"decoded (?:train|val) photos: all (\d+) were decoded by an earlier run", line):
+            passes.append((0, int(match[1])))
+    assert len(passes) == 4, on_drive.logs.lines
+    first, second = passes[:2], passes[2:]
+    assert sum(now for now, _ in first) == len(photos_of[0]) and sum(earlier for _, earlier in first) == 0
+    assert sum(now for now, _ in second) == len(photos_of[1] - photos_of[0]) == 2
+    assert sum(earlier for _, earlier in second) == len(photos_of[1] & photos_of[0])
+    store = two_runs[1].run_dir.parents[1] / "cache" / "decoded"
+    assert len(list(store.glob("*/*/*.tensor"))) == len(photos_of[0] | photos_of[1])
+    assert not (two_runs[1].run_dir / "cache").exists()  # nothing decoded into the run's own folder

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,43 @@ def test_runs_command_lists_and_prunes(data_root, capsys):
     # The oldest run's four heavy parts, the unused preparation, the older Drive download.
     assert "removed 6 folder(s)" in capsys.readouterr().out
     assert [run.pruned for run in list_runs(data_root)] == [True, False, False, False]
+
+
+def decoded_photo(store: Path, digest: str, last_used: str) -> Path:
+    file = store / digest[:2] / f"{digest}.tensor"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(b"p" * 3_000)
+    used = datetime.fromisoformat(last_used).timestamp()
+    os.utime(file, (used, used))
+    return file
+
+
+def test_decoded_photos_go_when_no_run_that_keeps_its_dataset_used_them(data_root):
+    """Training marks each decoded photo it uses (its modification time); with keep=2 the oldest run that keeps
+    its dataset is the unfinished one of 2026-11-08, so what no run touched since then goes."""
+    decoded = data_root / "cache" / "decoded"
+    store, other_size = decoded / "224px-abc", decoded / "96px-abc"
+    used = decoded_photo(store, "aa" + "1" * 62, "2026-11-10T00:00:00+00:00")
+    unused = decoded_photo(store, "bb" + "2" * 62, "2026-11-05T00:00:00+00:00")
+    older_size = decoded_photo(other_size, "cc" + "3" * 62, "2026-11-01T00:00:00+00:00")
+    stale, live = store / ".staging-1-dead", store / ".staging-2-live"
+    for staging in (stale, live):
+        staging.mkdir()
+        (staging / "half.tensor").write_bytes(b"h" * 1_000)
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+
+    would = prune_heavy_files(data_root, keep=2, dry_run=True)
+    assert used.exists() and unused.exists() and stale.exists()
+    removed = prune_heavy_files(data_root, keep=2)
+    assert {(item.path, item.bytes) for item in removed} >= {(store, 4_000), (other_size, 3_000)}
+    assert {item.path for item in would} == {item.path for item in removed}
+    assert used.exists() and live.exists()
+    assert not unused.exists() and not unused.parent.exists() and not stale.exists() and not other_size.exists()
+    part = next(item.part for item in removed if item.path == store)
+    assert part == "1 decoded photo(s) no kept run used, 1 stale staging folder(s); 1 photo(s) stay"
+    # No run keeps its dataset any more (the unfinished one is gone too): only what was used within the hour stays.
+    shutil.rmtree(data_root / "runs" / "20261108-030000-bbbbbb")
+    os.utime(live, (time.time() - 2 * 86400,) * 2)
+    fresh = decoded_photo(store, "dd" + "4" * 62, datetime.now(timezone.utc).isoformat())
+    prune_heavy_files(data_root, keep=0)
+    assert not used.exists() and fresh.exists() and not live.exists()

@@ -13,6 +13,8 @@ import pytest
 from tuneflow.training_process import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
+from tuneflow.decoded_cache import cached_file_bytes
+from tuneflow.decoded_layout import CACHE_SUFFIX
 from tuneflow.model import load_classifier
 from tuneflow.train_worker import TrainingJob
 
@@ -28,7 +30,11 @@ def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(tiny_d
     restoring a checkpoint written on one device."""
     settings = TrainingSettings(weights="none", epochs=2, **TINY)
     job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
-    cache = tmp_path / "cache" / "train"
+    cache = tmp_path / "cache"  # no store kept across runs: the run's own, deleted when training ends
+    photos = sum(sum(counts.values()) for counts in tiny_dataset.counts.values())
+
+    def cached_photos() -> list[Path]:
+        return list(cache.glob(f"*/*/*{CACHE_SUFFIX}"))
 
     def kill_while_caching(event):
         # At the start of the decoding pass: the pipeline takes a moment to build, so the kill lands before the
@@ -38,7 +44,9 @@ def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(tiny_d
 
     with pytest.raises(TrainingFailed, match="exited with code -9"):
         run_training_process(job, kill_while_caching)
-    assert cache.is_dir() and not (cache / "complete.json").exists()
+    # Killed mid-pass: no photo half-written under its name (each is renamed into place once written whole).
+    assert cache.is_dir() and len(cached_photos()) < photos
+    assert {file.stat().st_size for file in cached_photos()} <= {cached_file_bytes(settings.image_size)}
 
     def kill_after_first_epoch(event):
         if event["event"] == "epoch" and event["epoch"] == 1:
@@ -48,15 +56,15 @@ def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(tiny_d
     with pytest.raises(TrainingFailed, match="exited with code -9"):
         run_training_process(job, lambda event: (events.append(event), kill_after_first_epoch(event)))
     assert not (tmp_path / "model.keras").exists()
-    assert [e["state"] for e in events if e["event"] == "cache"][-1] == "complete"  # the partial one was redone
-    assert len(list(cache.glob("*.tensor"))) == 24 and (cache / "complete.json").is_file()
+    assert [e["state"] for e in events if e["event"] == "cache"][-1] == "complete"  # what was missing, decoded
+    assert len(cached_photos()) == photos
 
     events = []
     result = run_training_process(job.model_copy(update={"cpu_replicas": 2}), events.append)
     assert result.replicas == 2 and len(result.devices) == 2
     assert result.resumed_from_epoch == 1 and result.epochs_run == 2
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
-    assert {e["state"] for e in events if e["event"] == "cache"} == {"reused"}  # complete: not decoded again
+    assert {e["state"] for e in events if e["event"] == "cache"} == {"reused"}  # all there: nothing decoded again
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert load_classifier(tmp_path)[1] == ["apple_pie", "pizza", "sashimi"]

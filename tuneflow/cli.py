@@ -318,7 +318,8 @@ def command_runs(options: argparse.Namespace) -> int:
         removed = prune_heavy_files(data_root, options.keep, dry_run=options.dry_run)
         verb = "would remove" if options.dry_run else "removed"
         for item in removed:
-            print(f"{verb} {item.path} ({human_bytes(item.bytes)})")
+            part = f": {item.part}" if item.part else ""
+            print(f"{verb} {item.path} ({human_bytes(item.bytes)}{part})")
         total = human_bytes(sum(item.bytes for item in removed))
         print(f"{verb} {len(removed)} folder(s), {total}; the newest {options.keep} finished run(s) keep everything")
         return 0

@@ -4,14 +4,20 @@ Weekly retraining on Food-101 would otherwise add about 5 GB of photos and, whil
 pixels per run. Heavy files are what only training or a resume needs:
 
     runs/<id>/dataset/       the prepared photos (hard links into the cached preparation)
-    runs/<id>/cache/         decoded photos (training deletes them itself when it ends)
+    runs/<id>/cache/         decoded photos, when storage.keep_decoded_photos is off (training deletes them itself
+                             when it ends)
     runs/<id>/checkpoints/   epoch checkpoints, for resuming
     runs/<id>/workers/       the other machines' copies when training across machines
 
 A run's model, reports, predictions, metrics, manifest, history and config are small and always kept (its model
 version in models/ too). `prune_heavy_files` keeps the heavy files of the newest `keep` finished runs and of
-every unfinished one (it may be resumed), removes the rest's, and then the cached preparations and Drive downloads
-that no run with a dataset still uses (the newest download of each Drive file stays: the next run wants it).
+every unfinished one (it may be resumed), removes the rest's, and then the cached preparations, Drive downloads
+and decoded photos that no run with a dataset still uses (the newest download of each Drive file stays: the next
+run wants it).
+
+Decoded photos (data_root/cache/decoded/, tuneflow.decoded_cache) are named by their content, not by run, so
+which runs use one is told by time: training sets a photo's modification time whenever it uses it, so a photo
+untouched since the oldest run that still has its dataset started is used by none of them.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tuneflow.dataset.prepare import PREPARED_RECORD
+from tuneflow.decoded_layout import CACHE_SUFFIX, STAGING_PREFIX, STALE_STAGING_SECONDS
 from tuneflow.runs import RUN_ARCHIVE_FILE, RUNS_FOLDER
 
 PREPARED_CACHE = Path("cache") / "prepared"
 DRIVE_CACHE = Path("cache") / "drive"
+DECODED_CACHE = Path("cache") / "decoded"
 HEAVY_PARTS = ("dataset", "cache", "checkpoints", "workers")
 FINISHED_MARKER = "report.md"  # written last by the report step
 PRUNED_RECORD = "pruned.json"
@@ -53,6 +61,8 @@ class Removed(BaseModel):
 
     path: Path
     bytes: int
+    # When only part of the folder goes (decoded photos no kept run used): what of it.
+    part: str | None = None
 
 
 def folder_size(path: Path) -> int:
@@ -124,12 +134,13 @@ def prune_heavy_files(data_root: Path, keep: int, dry_run: bool = False) -> list
 
 
 def prune_unused_caches(data_root: Path, exclude: set[Path], dry_run: bool) -> list[Removed]:
-    """Cached preparations no run's dataset links to, Drive downloads no such run trained on (but the newest)."""
+    """Cached preparations no run's dataset links to, Drive downloads no such run trained on (but the newest),
+    decoded photos none of them used."""
     in_use_entries: set[Path] = set()
     in_use_archives: set[Path] = set()
-    for run_dir in run_folders(data_root):
-        if run_dir in exclude or not (run_dir / "dataset").is_dir():
-            continue
+    runs_with_dataset = [run_dir for run_dir in run_folders(data_root)
+                         if run_dir not in exclude and (run_dir / "dataset").is_dir()]
+    for run_dir in runs_with_dataset:
         record = run_dir / "dataset" / PREPARED_RECORD
         if record.is_file() and (entry := json.loads(record.read_text()).get("cache_entry")):
             in_use_entries.add(Path(entry).resolve())
@@ -154,4 +165,51 @@ def prune_unused_caches(data_root: Path, exclude: set[Path], dry_run: bool) -> l
     if not dry_run:
         for item in removed:
             shutil.rmtree(item.path)
+    used_since = min((run_started(run_dir) for run_dir in runs_with_dataset), default=time.time() - FRESH_SECONDS)
+    return removed + prune_decoded_photos(data_root / DECODED_CACHE, used_since, dry_run)
+
+
+def run_started(run_dir: Path) -> float:
+    """When a run started, from its id (UTC start time first); the folder's time for a folder named otherwise."""
+    try:
+        return datetime.strptime(run_dir.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return run_dir.stat().st_mtime
+
+
+def prune_decoded_photos(decoded: Path, used_since: float, dry_run: bool) -> list[Removed]:
+    """Decoded photos last used before `used_since`, one Removed per store (image size and decoder) they were in,
+    the store itself when nothing is left in it; staging folders of passes killed long ago."""
+    if not decoded.is_dir():
+        return []
+    removed: list[Removed] = []
+    for store in sorted(path for path in decoded.iterdir() if path.is_dir()):
+        unused = []
+        kept = 0
+        photos = (file for folder in store.iterdir() if folder.is_dir() and not folder.name.startswith(STAGING_PREFIX)
+                  for file in folder.glob(f"*{CACHE_SUFFIX}"))
+        for file in photos:
+            info = file.stat()
+            if info.st_mtime < used_since:
+                unused.append((file, info.st_size))
+            else:
+                kept += 1
+        stale = [staging for staging in store.glob(f"{STAGING_PREFIX}*")
+                 if time.time() - staging.stat().st_mtime > STALE_STAGING_SECONDS]
+        if not unused and not stale:
+            continue
+        freed = sum(size for _, size in unused) + sum(folder_size(staging) for staging in stale)
+        removed.append(Removed(path=store, bytes=freed, part=f"{len(unused)} decoded photo(s) no kept run used, "
+                               f"{len(stale)} stale staging folder(s); {kept} photo(s) stay" if kept else None))
+        if dry_run:
+            continue
+        for file, _ in unused:
+            file.unlink(missing_ok=True)
+        for staging in stale:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in store.iterdir():
+            if folder.is_dir() and not folder.name.startswith(STAGING_PREFIX) and not any(folder.iterdir()):
+                folder.rmdir()
+        if not kept and not any(store.iterdir()):
+            store.rmdir()
     return removed

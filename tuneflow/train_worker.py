@@ -32,6 +32,8 @@ class TrainingJob(BaseModel):
     seed: int
     run_dir: Path
     cpu_replicas: int = 1
+    # Decoded photos kept across runs (data_root/cache/decoded); None: a cache of the run's own, deleted at the end.
+    decoded_store: Path | None = None
 
 
 def emit(event: dict) -> None:
@@ -59,7 +61,8 @@ def main(argv: list[str]) -> int:
     from tuneflow.training import train_classifier  # imports TensorFlow: after the cheap checks
 
     result = train_classifier(
-        job.dataset, job.settings, job.weights_path, job.seed, job.run_dir, emit=emit, cpu_replicas=job.cpu_replicas
+        job.dataset, job.settings, job.weights_path, job.seed, job.run_dir, emit=emit, cpu_replicas=job.cpu_replicas,
+        decoded_store=job.decoded_store,
     )
     emit({"event": "done", "result": result.model_dump(mode="json")})
     return 0

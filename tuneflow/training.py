@@ -37,7 +37,8 @@ STATE_FILE = "state.json"
 RESULT_FILE = "trained.json"
 # TensorBoard's event files (`tensorboard --logdir data/runs`): epoch scalars of every phase.
 TENSORBOARD_DIR = "tensorboard"
-# Decoded images, one file per photo, while training runs (tuneflow.decoded_cache); deleted when it ends.
+# Decoded images, one file per photo (tuneflow.decoded_cache), when no store kept across runs is given: deleted
+# when training ends.
 CACHE_DIR = "cache"
 # ResNet50's stages, bottom to top, by the prefix of their layer names.
 RESNET50_STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -95,14 +96,15 @@ def make_input_pipeline(
     shuffle: bool,
     drop_remainder: bool = False,
     emit: Emit = lambda event: None,
+    name: str = "",
 ) -> tf.data.Dataset:
-    """Decode every photo once into cache_dir (tuneflow.decoded_cache), then: the file list reshuffled every epoch
-    (seeded), cached pixels read in parallel, batch, prefetch.
+    """Decode every photo the store at cache_dir lacks (tuneflow.decoded_cache), then: the file list reshuffled
+    every epoch (seeded), cached pixels read in parallel, batch, prefetch.
 
     Memory stays a few batches whatever the dataset's size: what is shuffled is the list of cache files, a few
     bytes per photo, never the decoded images.
     """
-    files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=cache_dir.name)
+    files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=name)
     dataset = tf.data.Dataset.from_tensor_slices((files, labels))
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -395,8 +397,12 @@ def train_classifier(
     run_dir: Path,
     emit: Emit = lambda event: None,
     cpu_replicas: int = 1,
+    decoded_store: Path | None = None,
 ) -> TrainedModel:
     """Train on dataset.root/train, validate on dataset.root/val, resume from run_dir's last checkpoint if any.
+
+    Decoded photos go to `decoded_store`, kept for the runs to come (the next retrain decodes only its new
+    photos), or, without one, to a cache of this run's own that is deleted when training ends.
 
     Under TF_CONFIG with several machines every machine runs this; the chief writes into run_dir, the others into
     run_dir/workers/<index>, and all of them must see the prepared dataset at the same path.
@@ -420,11 +426,10 @@ def train_classifier(
     history_path = work_dir / HISTORY_FILE
 
     common = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed,
-                  emit=emit)
-    train_data = make_input_pipeline(train_paths, train_labels, cache_dir=work_dir / CACHE_DIR / "train",
-                                     shuffle=True, drop_remainder=across_machines, **common)
-    val_data = make_input_pipeline(val_paths, val_labels, cache_dir=work_dir / CACHE_DIR / "val", shuffle=False,
-                                   **common)
+                  emit=emit, cache_dir=decoded_store or work_dir / CACHE_DIR)
+    train_data = make_input_pipeline(train_paths, train_labels, shuffle=True, drop_remainder=across_machines,
+                                     name="train", **common)
+    val_data = make_input_pipeline(val_paths, val_labels, shuffle=False, name="val", **common)
     steps_per_epoch = (len(train_paths) // settings.batch_size if across_machines
                        else math.ceil(len(train_paths) / settings.batch_size))
 
@@ -498,7 +503,8 @@ def train_classifier(
         model.save_weights(checkpoint_dir / f"after-{phase.name}.weights.h5")
     seconds = time.perf_counter() - started
     model_path = save_classifier(model, classes, work_dir)
-    # The decoded photos are only for training: gigabytes at Food-101's scale. A failed run keeps them to resume.
+    # A cache of this run's own is only for its training: gigabytes at Food-101's scale. A failed run keeps it to
+    # resume; a store kept across runs stays for the next retrain (retention prunes it).
     shutil.rmtree(work_dir / CACHE_DIR, ignore_errors=True)
     epochs_trained = total_epochs - resumed_from
     result = TrainedModel(

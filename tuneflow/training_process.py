@@ -120,12 +120,14 @@ def describe_event(event: dict) -> str | None:
         # The decoding pass: logged at its start, at each quarter and at its end, not at every progress event.
         images, state = event["images"], event["state"]
         if state == "reused":
-            return f"decoded {event['name']} photos: reusing the complete cache of {images} from an earlier attempt"
+            return f"decoded {event['name']} photos: all {images} were decoded by an earlier run or attempt, none to decode"
         if state == "complete":
-            return f"decoded {event['name']} photos: all {images} cached for the epochs to come"
+            return (f"decoded {event['name']} photos: all {images} cached for the epochs to come ({event['decoded']} "
+                    f"decoded now, {event['reused']} decoded by an earlier run or attempt)")
         done, step = event["done"], event["step"]  # the pass reports every `step` photos
         if done == 0 or done * 4 // images != (done - step) * 4 // images:
-            return f"decoding {event['name']} photos into the cache: {done} of {images}"
+            reused = f" ({event['reused']} more decoded by an earlier run or attempt)" if event["reused"] else ""
+            return f"decoding {event['name']} photos into the cache: {done} of {images}{reused}"
         return None
     if kind == "waiting-for-workers":
         hosts = [host for role in event["cluster"].values() for host in role]

@@ -149,7 +149,7 @@ def decode_into_store(
     progress = {"event": "cache", "name": name, "state": "decoding", "images": len(indices), "reused": reused,
                 "step": chunk}
     emit({**progress, "done": 0})
-    staged = [str(staging / files[index].name) for index in range(len(files))]
+    staged = {index: str(staging / files[index].name) for index in indices}
     # Each plan's photos decoded by a graph without conditionals (see tuneflow.image_decoding): the same pixels
     # as decode_image, at a fraction of the cost per photo.
     groups: dict[DecodePlan, list[int]] = {}

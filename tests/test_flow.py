@@ -30,6 +30,7 @@ from tests.drive_emulator import DriveEmulator
 from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, TestKey, service_account_info, test_key  # noqa: F401 (fixture)
 from tuneflow.cli import main
 from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
+from tuneflow.markdown_text import escape
 from tuneflow.tasks.fetch import DATASET_PROGRESS_KEY
 
 pytestmark = pytest.mark.slow
@@ -325,8 +326,9 @@ def test_second_run_records_the_drive_file_revision_and_md5_it_trained_on(two_ru
     assert metrics["data"]["md5"] == head.md5
     assert metrics["data"]["source"] == f"drive://{file_id}"
     report = (second.run_dir / "report.md").read_text()
-    assert f"| Drive file ID | {file_id} |" in report
-    assert f"| Drive revision | {head.id} |" in report
+    # As markdown shows them: an ID such as "a_-b" holds a "_" that markdown escapes ("a\\_-b" renders "a_-b").
+    assert f"| Drive file ID | {escape(file_id)} |" in report
+    assert f"| Drive revision | {escape(head.id)} |" in report
     assert f"| archive MD5 | {head.md5} |" in report
     cached = on_drive.config.data_root / "cache" / "drive" / file_id / head.md5 / "dataset.zip"
     assert cached.read_bytes() == on_drive.archive

@@ -27,7 +27,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.drive_emulator import DriveEmulator
-from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, TestKey, service_account_info, test_key  # noqa: F401 (fixture)
+from tests.drive_fixtures import (  # noqa: F401 (fixtures)
+    SERVICE_ACCOUNT_EMAIL, TestKey, drive_emulator, service_account_info, test_key,
+)
 from tuneflow.cli import main
 from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
 from tuneflow.markdown_text import escape
@@ -479,3 +481,28 @@ def test_the_second_run_decodes_only_the_photos_the_first_did_not_have(two_runs,
     store = two_runs[1].run_dir.parents[1] / "cache" / "decoded"
     assert len(list(store.glob("*/*/*.tensor"))) == len(photos_of[0] | photos_of[1])
     assert not (two_runs[1].run_dir / "cache").exists()  # nothing decoded into the run's own folder
+
+
+# The Drive key from a Prefect Secret block (this file's Prefect server serves them too).
+def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_key: TestKey, tmp_path):
+    from prefect.blocks.system import Secret
+
+    from tuneflow.drive import download_from_drive
+    from tuneflow.tasks.fetch import load_drive_key
+
+    Secret(value=service_account_info(test_key, drive_emulator.token_uri)).save("drive-key-for-tests", overwrite=True)
+    settings = DriveSettings(key_secret_block="drive-key-for-tests", api_endpoint=drive_emulator.api_endpoint)
+    key = load_drive_key(settings)
+    assert key.client_email == SERVICE_ACCOUNT_EMAIL and "drive-key-for-tests" in repr(key)
+
+    archive = b"PK" + b"\0" * 1000
+    file_id = drive_emulator.add_file("dataset.zip", archive)
+    assert download_from_drive(file_id, settings, tmp_path / "cache", load_key=load_drive_key).path.read_bytes() == archive
+
+
+def test_a_missing_secret_block_says_how_to_create_it(prefect_server):
+    from tuneflow.tasks.fetch import load_drive_key
+    from tuneflow.drive import DriveCredentialsError
+
+    with pytest.raises(DriveCredentialsError, match="'no-such-block' could not be loaded"):
+        load_drive_key(DriveSettings(key_secret_block="no-such-block"))

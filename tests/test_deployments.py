@@ -29,6 +29,7 @@ import pytest
 
 from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
 from tests.loopback import free_port
+from tests.records import head_only_training
 from tuneflow.child_process import stop_process_group
 from tuneflow.markdown_text import escape
 
@@ -202,7 +203,7 @@ def another_revision_of(archive: Path) -> bytes:
 
 
 def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops_training(
-    local_stack, drive_emulator, key_file, tiny_archive, tmp_path
+    local_stack, drive_emulator, key_file, tiny_archive, resnet50_weights_file, tmp_path
 ):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
@@ -212,7 +213,7 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
     from prefect.states import Cancelling
 
     from tuneflow.flows.watch_drive import EVENT_NAME, WatchDriveConfig, upload_event_id
-    from tuneflow.config import DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
+    from tuneflow.config import DriveSettings, RetrainConfig, ServingSettings
 
     stack = local_stack
     file_id = drive_emulator.add_file("dataset.zip", tiny_archive)
@@ -245,7 +246,7 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
             source=f"drive://{file_id}",
             data_root=data_root,
             drive=drive,
-            training=TrainingSettings(weights="none", image_size=32, batch_size=4, epochs=1, fine_tune_epochs=0),
+            training=head_only_training(resnet50_weights_file, batch_size=4, epochs=1),
             # The serving export of a promotion (seconds of tracing) is checked in test_flow.py, not again here.
             serving=ServingSettings(export_on_promotion=False),
         )

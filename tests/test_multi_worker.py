@@ -17,6 +17,7 @@ import pytest
 
 from tests.loopback import free_port
 from tests.records import TINY_TRAINING_KNOBS as TINY
+from tests.records import head_only_training
 from tuneflow.records import TrainedModel
 from tuneflow.training_process import TrainingFailed, describe_event, run_training_process
 from tuneflow.config import TrainingSettings
@@ -78,34 +79,36 @@ def test_a_training_set_smaller_than_one_batch_fails_before_waiting_for_the_othe
         run_training_process(job, lambda event: None, 120, {"TF_CONFIG": worker_config(workers, 0)})
 
 
-def leave_checkpoints_of_a_crash(run_dir: Path) -> np.ndarray:
+def leave_checkpoints_of_a_crash(run_dir: Path, weights_file: Path) -> np.ndarray:
     """What a two-machine run leaves when worker 1 dies while saving epoch 2: the chief has finished epochs 1 and 2,
     worker 1 only epoch 1 (each machine keeps its own checkpoints). The weights of epoch 1 are the same on both, as
     all-reduced training leaves them; they come from the model training builds, saved the way training saves them.
     Returns epoch 1's head kernel.
     """
-    model, _ = build_classifier(3, 32, None, 0.2, 0)
+    model, _ = build_classifier(3, 32, weights_file, 0.2, 0)
     for folder, epochs in ((run_dir / "checkpoints", (1, 2)), (run_dir / "workers" / "1" / "checkpoints", (1,))):
         folder.mkdir(parents=True)
         for epoch in epochs:
             model.save_weights(folder / f"epoch-{epoch:04d}.weights.h5")
-        (folder / "state.json").write_text(json.dumps({"epochs_done": epochs[-1], "phase": "full"}))
+        (folder / "state.json").write_text(json.dumps({"epochs_done": epochs[-1], "phase": "head"}))
     (run_dir / "history.csv").write_text(
-        "epoch,phase,loss,accuracy,val_loss,val_accuracy,seconds\n1,full,1.1,0.3,1.1,0.3,1.0\n2,full,1.0,0.4,1.1,0.3,1.0\n"
+        "epoch,phase,loss,accuracy,val_loss,val_accuracy,seconds\n1,head,1.1,0.3,1.1,0.3,1.0\n2,head,1.0,0.4,1.1,0.3,1.0\n"
     )
     return np.asarray(model.get_layer("classes").kernel)
 
 
 @pytest.mark.slow
-def test_two_processes_on_localhost_resume_together_and_train_the_same_weights(tiny_dataset, tmp_path):
+def test_two_processes_on_localhost_resume_together_and_train_the_same_weights(tiny_dataset, resnet50_weights_file,
+                                                                               tmp_path):
     """One two-process run covers both: resuming after a crash, then training epochs 2 and 3 across the machines.
 
     (A run from scratch on two processes traces and trains ResNet50 twice more; every step it has, waiting for the
     other machine, agreeing, training, all-reducing, saving on each, happens in this run too.)
     """
-    epoch_one_head = leave_checkpoints_of_a_crash(tmp_path)
-    settings = TrainingSettings(weights="none", epochs=3, **TINY)
-    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
+    epoch_one_head = leave_checkpoints_of_a_crash(tmp_path, resnet50_weights_file)
+    settings = head_only_training(resnet50_weights_file, epochs=3)
+    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=resnet50_weights_file, seed=0,
+                      run_dir=tmp_path)
     result, chief_events, second_result = train_on_two_workers(job)
 
     assert result.replicas == second_result["replicas"] == 2

@@ -12,6 +12,7 @@ import pytest
 
 from tuneflow.training_process import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
+from tests.records import head_only_training
 from tuneflow.config import TrainingSettings
 from tuneflow.decoded_cache import cached_file_bytes
 from tuneflow.decoded_layout import CACHE_SUFFIX
@@ -24,12 +25,13 @@ def kill(run_dir) -> None:
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(tiny_dataset, tmp_path):
+def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(tiny_dataset, resnet50_weights_file, tmp_path):
     """Killed while decoding photos into its disk cache, then after its first epoch on one device, then resumed on
     two replicas, as when a worker with two GPUs picks the run up: MirroredStrategy over two logical CPUs,
     restoring a checkpoint written on one device."""
-    settings = TrainingSettings(weights="none", epochs=2, **TINY)
-    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=None, seed=0, run_dir=tmp_path)
+    settings = head_only_training(resnet50_weights_file, epochs=2)
+    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=resnet50_weights_file, seed=0,
+                      run_dir=tmp_path)
     cache = tmp_path / "cache"  # no store kept across runs: the run's own, deleted when training ends
     photos = sum(sum(counts.values()) for counts in tiny_dataset.counts.values())
 

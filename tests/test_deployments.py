@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -119,8 +120,13 @@ def running_stack(tmp_path: Path) -> Iterator[LocalStack]:
                 time.sleep(1)
         yield stack
     finally:
-        for name in sorted(stack.processes, key=lambda name: name == "server"):  # workers first, server last
-            stop_process_group(stack.processes[name], grace_seconds=20)
+        # Workers first, all at once (each may take its grace period to exit: 20 s apiece one after the other),
+        # then the server they talk to.
+        workers = [process for name, process in stack.processes.items() if name != "server"]
+        with ThreadPoolExecutor(max(1, len(workers))) as pool:
+            list(pool.map(lambda process: stop_process_group(process, grace_seconds=20), workers))
+        if "server" in stack.processes:
+            stop_process_group(stack.processes["server"], grace_seconds=20)
     leftovers = [name for name, process in stack.processes.items() if process.poll() is None]
     assert not leftovers, f"still running after the test: {leftovers}"
 

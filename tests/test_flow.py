@@ -1,8 +1,8 @@
 """The retrain flow end to end on tiny generated data, under a real (temporary) Prefect server.
 
 Two revisions of a dataset through two runs into one data root, with one seed: revision 1 from the local zip with
-random weights (model A, promoted), then revision 2 from (emulated) Google Drive, with the ResNet50 weights on
-Drive too: revision 1 plus 20 % new photos in one class and one photo removed from another, as a week of uploads
+the test's ResNet50 weights file (model A, promoted), then revision 2 from (emulated) Google Drive, with the
+weights on Drive too: revision 1 plus 20 % new photos in one class and one photo removed from another, as a week of uploads
 leaves it. The real pydrive2 client authenticates with a generated service-account key and downloads through
 `tests/drive_emulator.py`; the second run must record which Drive file, revision and MD5 it trained on, and grade
 model A only on validation photos A never trained on.
@@ -30,6 +30,7 @@ from tests.drive_emulator import DriveEmulator
 from tests.drive_fixtures import (  # noqa: F401 (fixtures)
     SERVICE_ACCOUNT_EMAIL, TestKey, drive_emulator, service_account_info, test_key,
 )
+from tests.records import head_only_training
 from tuneflow.cli import main
 from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
 from tuneflow.markdown_text import escape
@@ -132,11 +133,16 @@ def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_fa
 
 
 @pytest.fixture(scope="module")
-def two_runs(prefect_server, tiny_archive, on_drive):
-    """Revision 1 from the local zip, then revision 2 from Drive, into one data root with one seed."""
+def two_runs(prefect_server, tiny_archive, on_drive, resnet50_weights_file):
+    """Revision 1 from the local zip and weights file, then revision 2 from Drive, into one data root with one seed.
+
+    Both train the head only (what the flow does around training is what is checked here; training from random
+    weights, all of ResNet50 trainable, runs end to end in `make demo` and the field check)."""
     from tuneflow.flows.retrain import retrain
 
-    return retrain(tiny_config(tiny_archive, on_drive.config.data_root)), retrain(on_drive.config)
+    first = RetrainConfig(source=str(tiny_archive), data_root=on_drive.config.data_root,
+                          training=head_only_training(resnet50_weights_file, batch_size=4, epochs=1))
+    return retrain(first), retrain(on_drive.config)
 
 
 def split_listing(run_dir: Path) -> list[str]:
@@ -422,7 +428,7 @@ def test_dashboard_gets_the_report_and_a_finished_training_progress(two_runs):
 def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs):
     run_dir = two_runs[0].run_dir
     history = pd.read_csv(run_dir / "history.csv")
-    assert history["epoch"].tolist() == [1] and history["phase"].tolist() == ["full"]
+    assert history["epoch"].tolist() == [1] and history["phase"].tolist() == ["head"]
     assert (run_dir / "train.log").is_file()
     assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
 

@@ -27,11 +27,11 @@ demo: $(INSTALLED)
 # test's time is tracing ResNet50, one core's work, and much of the rest waiting on servers and processes, so
 # three workers keep two cores busy (measured side by side: 6m37 with three, 7m25 with two).
 # Files go out in collection order (tests/conftest.py puts the longest first), not xdist's most-tests-first.
-# Then the field check: the wheel installed in a fresh environment outside the checkout, run as a user would.
+# Beside them the field check: the wheel installed in a fresh environment outside the checkout, run as a user
+# would, and `make demo` (scripts/test_with_field_check.sh prints its output after the tests').
 TEST_WORKERS ?= 3
 test: $(INSTALLED) chromium
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
-	PYTHON=$(PYTHON) UV=$(BIN)/uv scripts/field_check.sh
+	PYTHON=$(PYTHON) BIN=$(BIN) scripts/test_with_field_check.sh -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The inner loop while coding (about a minute): every test except the slow ones, which train ResNet50 or start a
 # Prefect server. One process: the fast tests are too short to win back a second worker's start (importing
@@ -57,6 +57,7 @@ chromium:
 # Benchmarks, not tests: each prints its ratios against a baseline measured in the same run.
 bench: $(INSTALLED)
 	$(BIN)/python bench/training_bench.py
+	$(BIN)/python bench/decode_floor.py
 	$(BIN)/python bench/compare_recipes.py
 	$(BIN)/python bench/drive_download.py
 	$(BIN)/python bench/prepare_bench.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The product as a user gets it, after the test suite (`make test` runs this; `make field-check` alone):
+# The product as a user gets it (`make test` runs this beside the test suite; `make field-check` alone):
 #   1. build the wheel and install it into a new virtual environment outside the checkout;
 #   2. from a folder that is not the checkout, with an empty PREFECT_HOME, run what a user runs first:
 #      tuneflow --help, sample, a tiny retrain (random weights, 32 px, 1 epoch), predict on one of its validation
@@ -18,6 +18,8 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/tuneflow-field-check.XXXXXX")"
 demo_pid=
 stop_demo() { [[ -n "$demo_pid" ]] && kill -- "-$demo_pid" 2>/dev/null; demo_pid=; }
 trap 'stop_demo; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM  # stopped from outside (an interrupted `make test`): the EXIT trap above still stops the demo
 passed=0
 failed=0
 
@@ -49,8 +51,13 @@ setsid env -u PREFECT_API_URL -u TUNEFLOW_DATA_ROOT -u PYTHONPATH PREFECT_HOME="
   NO_PROXY=127.0.0.1,localhost make -C "$ROOT" demo DEMO_DATA_ROOT="$WORK/demo-data" >"$WORK/logs/demo.log" 2>&1 &
 demo_pid=$!
 
-step "building the wheel from $ROOT"
-run wheel "$PYTHON" -m pip wheel --quiet --no-deps -w "$WORK/dist" "$ROOT"
+# From a copy of the tree's files: pip builds in the source folder (build/, *.egg-info), and `make test` runs the
+# test suite beside this, whose packaging test may be building a wheel there at the same moment.
+step "building the wheel from $ROOT (a copy of its files)"
+mkdir "$WORK/src"
+tar -C "$ROOT" --exclude=./.venv --exclude=./data --exclude=./.git --exclude=./build --exclude='*.egg-info' -cf - . \
+  | tar -C "$WORK/src" -xf - || fail "could not copy $ROOT to $WORK/src"
+run wheel "$PYTHON" -m pip wheel --quiet --no-deps -w "$WORK/dist" "$WORK/src"
 wheel=$(ls "$WORK"/dist/tuneflow-*.whl)
 ok "built $(basename "$wheel")"
 

@@ -82,6 +82,21 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         yield stack
 
 
+def drain_prefect_queues() -> None:
+    """Deliver what Prefect's process-wide log and event queues hold, and end them, while their server is up.
+
+    They are made once per process and keep the API URL they were made with. Left bound to a server a test then
+    stops, every later event of this pytest process went to that dead server, and the Prefect test harness's own
+    drain at the end of the session waited about a minute per undelivered event (a CI run stuck in teardown).
+    Drained here, the next flow in this process makes new ones for the server it reports to.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for queue in (APILogWorker, EventsWorker):
+        queue.drain_all(timeout=60)
+
+
 @contextmanager
 def running_stack(tmp_path: Path) -> Iterator[LocalStack]:
     """A `prefect server start` on a free loopback port with its own PREFECT_HOME under tmp_path; workers and the
@@ -120,6 +135,7 @@ def running_stack(tmp_path: Path) -> Iterator[LocalStack]:
                 time.sleep(1)
         yield stack
     finally:
+        drain_prefect_queues()
         # Workers first, all at once (each may take its grace period to exit: 20 s apiece one after the other),
         # then the server they talk to.
         workers = [process for name, process in stack.processes.items() if name != "server"]

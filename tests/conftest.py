@@ -22,19 +22,20 @@ import pytest  # noqa: E402
 from tuneflow.sample import write_sample_dataset  # noqa: E402
 
 TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
-# The longest test files, longest first (measured with --durations under `make test`, three workers on 2 cores:
-# deployments ~205 s, multi_worker ~175, training_process ~170, flow ~140, training ~140, predict ~30; export ~140
-# measured alone on a busy 2-core machine (converting ResNet50 to ONNX and LiteRT, no training); all the
-# others together ~60). `make test` hands whole files to the pytest-xdist workers in collection order
-# (--no-loadscope-reorder), each worker holding its current file and the next one; a long file handed out last
-# would leave the others idle at the end, so the short ones go last and even out the finish.
+# The longest test files, longest first (measured with --durations in a fresh-clone CI run, three workers on 2
+# cores, 2026-12-03: deployments ~210 s, flow ~160, export ~120, training_process ~120, training ~115,
+# multi_worker ~95, promotion ~80, predict ~30; all the others together ~100). `make test` hands whole files to
+# the pytest-xdist workers in collection order (--no-loadscope-reorder), each worker holding its current file and
+# the next one; a long file handed out last would leave the others idle at the end, so the short ones go last
+# and even out the finish.
 LONGEST_FILES_FIRST = (
     "test_deployments.py",
-    "test_multi_worker.py",
-    "test_training_process.py",
     "test_flow.py",
     "test_export.py",
+    "test_training_process.py",
     "test_training.py",
+    "test_multi_worker.py",
+    "test_promotion.py",
     "test_predict.py",
 )
 

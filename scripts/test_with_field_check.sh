@@ -30,5 +30,6 @@ field_pid=
 echo
 cat "$log"
 echo
-echo "make test: pytest $([[ $tests == 0 ]] && echo passed || echo "FAILED (exit $tests)"), field check $([[ $checked == 0 ]] && echo passed || echo "FAILED (exit $checked)")"
+outcome() { [[ $1 == 0 ]] && echo passed || echo "FAILED (exit $1)"; }
+echo "make test: pytest $(outcome "$tests"), field check $(outcome "$checked")"
 [[ $tests == 0 && $checked == 0 ]]

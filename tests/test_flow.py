@@ -2,8 +2,8 @@
 
 Two revisions of a dataset through two runs into one data root, with one seed: revision 1 from the local zip with
 the test's ResNet50 weights file (model A, promoted), then revision 2 from (emulated) Google Drive, with the
-weights on Drive too: revision 1 plus 20 % new photos in one class and one photo removed from another, as a week of uploads
-leaves it. The real pydrive2 client authenticates with a generated service-account key and downloads through
+weights on Drive too: revision 1 plus 20 % new photos in one class and one photo removed from another, as a week
+of uploads leaves it. The real pydrive2 client authenticates with a generated service-account key and downloads through
 `tests/drive_emulator.py`; the second run must record which Drive file, revision and MD5 it trained on, and grade
 model A only on validation photos A never trained on.
 """
@@ -46,7 +46,7 @@ RUN_FILES = [
 
 
 def tiny_config(archive: Path, data_root: Path, **changes) -> RetrainConfig:
-    return RetrainConfig(source=str(archive), data_root=data_root, training=TINY_TRAINING, **changes)
+    return RetrainConfig(source=str(archive), data_root=data_root, **{"training": TINY_TRAINING, **changes})
 
 
 class AllRecords(logging.Handler):
@@ -140,8 +140,8 @@ def two_runs(prefect_server, tiny_archive, on_drive, resnet50_weights_file):
     weights, all of ResNet50 trainable, runs end to end in `make demo` and the field check)."""
     from tuneflow.flows.retrain import retrain
 
-    first = RetrainConfig(source=str(tiny_archive), data_root=on_drive.config.data_root,
-                          training=head_only_training(resnet50_weights_file, batch_size=4, epochs=1))
+    first = tiny_config(tiny_archive, on_drive.config.data_root,
+                        training=head_only_training(resnet50_weights_file, batch_size=4, epochs=1))
     return retrain(first), retrain(on_drive.config)
 
 
@@ -503,7 +503,8 @@ def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_ke
 
     archive = b"PK" + b"\0" * 1000
     file_id = drive_emulator.add_file("dataset.zip", archive)
-    assert download_from_drive(file_id, settings, tmp_path / "cache", load_key=load_drive_key).path.read_bytes() == archive
+    downloaded = download_from_drive(file_id, settings, tmp_path / "cache", load_key=load_drive_key)
+    assert downloaded.path.read_bytes() == archive
 
 
 def test_a_missing_secret_block_says_how_to_create_it(prefect_server):

@@ -25,7 +25,9 @@ def kill(run_dir) -> None:
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(tiny_dataset, resnet50_weights_file, tmp_path):
+def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(
+    tiny_dataset, resnet50_weights_file, tmp_path
+):
     """Killed while decoding photos into its disk cache, then after its first epoch on one device, then resumed on
     two replicas, as when a worker with two GPUs picks the run up: MirroredStrategy over two logical CPUs,
     restoring a checkpoint written on one device."""

@@ -4,7 +4,7 @@
     python bench/compare_recipes.py            # generated sample, random weights, 48 px: runs anywhere
 
 The notebook: pixels scaled by 1/255, flip + 20 % zoom, ResNet50 + Flatten + Dense softmax, everything trainable
-from the first step, SGD, batch 16. Ours: tuneflow.training.train_classifier with its defaults (ResNet50's own
+from the first step, SGD, batch 16. Ours: tuneflow.training.fine_tune.train_classifier with its defaults (ResNet50's own
 preprocessing inside the model, GlobalAveragePooling + Dropout head, frozen-base phase then fine-tuning with
 BatchNorm frozen; one full phase from random weights). With pretrained weights, our epochs are split between
 the two phases so both recipes train for the same number of epochs.
@@ -25,7 +25,7 @@ def notebook_recipe(dataset, image_size: int, weights_path: Path | None, epochs:
     """The notebook, ported to Keras 3 as literally as it allows (ImageDataGenerator is gone: layers instead)."""
     import keras
 
-    from tuneflow.training import list_split, make_input_pipeline
+    from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 
     keras.utils.set_random_seed(seed)
     train = make_input_pipeline(*list_split(dataset.root, "train", dataset.classes), len(dataset.classes),
@@ -55,10 +55,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     options = parser.parse_args()
 
-    from tuneflow.weights import resolve_weights
+    from tuneflow.fetch.weights import resolve_weights
     from tuneflow.dataset.prepare import prepare_dataset
     from tuneflow.config import DataSettings, TrainingSettings
-    from tuneflow.sample import write_sample_dataset
+    from tuneflow.dataset.sample import write_sample_dataset
 
     work = Path(tempfile.mkdtemp(prefix="tuneflow-compare-"))
     archive = Path(options.archive) if options.archive else write_sample_dataset(work / "dataset.zip", 40, 96)
@@ -72,7 +72,7 @@ def main() -> None:
     notebook_accuracy = notebook_recipe(dataset, options.image_size, weights_path, options.epochs, options.seed)
     notebook_seconds = time.perf_counter() - started
 
-    from tuneflow.training import train_classifier
+    from tuneflow.training.fine_tune import train_classifier
 
     head_epochs = max(1, options.epochs // 2) if weights_path else options.epochs
     settings = TrainingSettings(

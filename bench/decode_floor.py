@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
 
-from tuneflow.sample import SAMPLE_CLASSES  # noqa: E402
+from tuneflow.dataset.sample import SAMPLE_CLASSES  # noqa: E402
 
 IMAGE_SIZE = 224
 BATCH = 32
@@ -43,7 +43,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from tuneflow.image_decoding import plan_decode_of_file
+    from tuneflow.imaging.decoding import plan_decode_of_file
 
     paths = sorted(str(path) for path in (root / "train").rglob("*") if path.is_file())
     count = len(paths)
@@ -58,7 +58,7 @@ def main() -> None:
         ))
 
     # The DCT scale each photo's decode plan uses: the smallest decode that keeps the resize quality the decoder
-    # promises (tuneflow/image_decoding.py). Grouped by scale, as the decoded cache's pass groups them.
+    # promises (tuneflow/imaging/decoding.py). Grouped by scale, as the decoded cache's pass groups them.
     by_ratio: dict[int, list[str]] = {}
     for path in paths:
         plan = plan_decode_of_file(path, IMAGE_SIZE)

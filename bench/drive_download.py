@@ -1,4 +1,4 @@
-"""Benchmark (not a test): download 1 GiB from the Drive emulator with tuneflow.drive, next to curl.
+"""Benchmark (not a test): download 1 GiB from the Drive emulator with tuneflow.fetch.drive, next to curl.
 
     /work/main/.venv/bin/python bench/drive_download.py [--size-mib 1024] [--rounds 2]
 
@@ -66,7 +66,7 @@ def run_child(command: list[str], env: dict[str, str]) -> tuple[float, float, fl
 
 def child_main(key_file: str, endpoint: str, file_id: str, cache_dir: str, chunk_mib: str) -> None:
     """Runs in the measured child: connect, fetch into the cache, print timings as JSON."""
-    from tuneflow.drive import connect_drive, fetch_to_cache, load_service_account_key
+    from tuneflow.fetch.drive import connect_drive, fetch_to_cache, load_service_account_key
 
     started = time.perf_counter()
     drive = connect_drive(load_service_account_key(key_file), api_endpoint=endpoint, http_timeout_s=60)
@@ -89,7 +89,7 @@ def main() -> None:
     from tests.drive_emulator import DriveEmulator
     from tests.drive_fixtures import SERVICE_ACCOUNT_EMAIL, make_test_key, service_account_info
 
-    from tuneflow.drive import DEFAULT_CHUNK_BYTES
+    from tuneflow.fetch.drive import DEFAULT_CHUNK_BYTES
 
     chunk_mib = str(args.chunk_mib or DEFAULT_CHUNK_BYTES / 2**20)
     curl = shutil.which("curl")
@@ -141,7 +141,7 @@ def main() -> None:
                     os.sync()
                     run(round_number)
                 print(
-                    f"round {round_number}: tuneflow.drive {size / ours[-1][0] / 2**20:7.1f} MiB/s "
+                    f"round {round_number}: tuneflow.fetch.drive {size / ours[-1][0] / 2**20:7.1f} MiB/s "
                     f"(CPU {ours[-1][2]:.1f} s, peak {ours[-1][3]:.0f} MB) | curl {size / theirs[-1][0] / 2**20:7.1f} "
                     f"MiB/s (CPU {theirs[-1][2]:.1f} s, peak {theirs[-1][3]:.0f} MB) | load {os.getloadavg()[0]:.1f}",
                     flush=True,
@@ -158,7 +158,7 @@ def main() -> None:
         print(f"file: {size / 2**20:.0f} MiB, MD5 {md5}, served by the emulator from disk over 127.0.0.1; "
               f"Range requests of {chunk_mib} MiB; best of {args.rounds} rounds, alternating; {os.cpu_count()} CPUs")
         print(f"{'':16}{'MiB/s':>9}{'seconds':>9}{'CPU s':>8}{'peak RSS MB':>13}")
-        print(f"{'tuneflow.drive':16}{ours_speed:9.1f}{best_ours[0]:9.2f}{best_ours[2]:8.2f}{peak:13.0f}"
+        print(f"{'tuneflow.fetch.drive':16}{ours_speed:9.1f}{best_ours[0]:9.2f}{best_ours[2]:8.2f}{peak:13.0f}"
               "   (token, metadata, download, MD5 check, rename)")
         print(f"{'  + interpreter':16}{ours_wall_speed:9.1f}{best_ours[1]:9.2f}{'':8}{'':13}   (whole child, imports included)")
         print(f"{'curl':16}{curl_speed:9.1f}{best_curl[0]:9.2f}{best_curl[2]:8.2f}{max(run[3] for run in theirs):13.0f}")

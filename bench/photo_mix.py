@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tuneflow.sample import draw_dish
+from tuneflow.dataset.sample import draw_dish
 
 
 @dataclass(frozen=True)

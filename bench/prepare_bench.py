@@ -38,7 +38,7 @@ SETTLE_SECONDS = 3  # drawn photos; every file gets its own bytes through a JPEG
 
 def jpeg_variants(count: int, size: int, quality: int):
     """`count` distinct JPEGs: a few drawn photos, each copy made unique by a COM segment after the SOI marker."""
-    from tuneflow.sample import SAMPLE_CLASSES, draw_dish
+    from tuneflow.dataset.sample import SAMPLE_CLASSES, draw_dish
 
     bases = []
     for i in range(min(count, DISTINCT_BASES)):

@@ -6,7 +6,7 @@ Two cases, each in fresh processes so each peak is its own:
   5 classes   x per-class 512-px JPEGs (the notebook's size)
   101 classes x per-class 512-px JPEGs (all of Food-101: 101,000 photos at the default 1,000)
 For each: `prepare_dataset` (timed, with its peak memory), then the training input pipeline
-(`tuneflow.training.make_input_pipeline`: the decoding pass into the disk cache, then the shuffled cached
+(`tuneflow.imaging.pipeline.make_input_pipeline`: the decoding pass into the disk cache, then the shuffled cached
 pixels), iterated for two epochs at --image-size, with images/s for epoch 1 (decoding included) and epoch 2, and
 the pipeline process's peak resident memory (VmHWM). The ratio printed last is the 101-class peak over the
 5-class peak: the target is at most 1.5x, and under 4 GB. Needs about 25 GB of free disk at the default size.
@@ -50,7 +50,7 @@ def prepare_once(archive: Path, dest: Path) -> None:
 
 
 def pipeline_once(dataset_root: Path, cache: Path, image_size: int, batch: int) -> None:
-    from tuneflow.training import list_split, make_input_pipeline
+    from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 
     classes = sorted(path.name for path in (dataset_root / "train").iterdir())
     paths, labels = list_split(dataset_root, "train", classes)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
 
-from tuneflow.sample import SAMPLE_CLASSES  # noqa: E402
+from tuneflow.dataset.sample import SAMPLE_CLASSES  # noqa: E402
 
 IMAGE_SIZE = 224
 BATCH = 32
@@ -82,9 +82,9 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from tuneflow.decoded_cache import ensure_decoded_cache
-    from tuneflow.image_decoding import plan_decode_of_file
-    from tuneflow.training import list_split, make_input_pipeline
+    from tuneflow.imaging.decoded_cache import ensure_decoded_cache
+    from tuneflow.imaging.decoding import plan_decode_of_file
+    from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 
     classes = list(SAMPLE_CLASSES)
     paths, labels = list_split(root, "train", classes)
@@ -139,8 +139,8 @@ def main() -> None:
 
     if options.no_training:
         return
-    from tuneflow.model import build_classifier
-    from tuneflow.training import set_trainable_stages
+    from tuneflow.training.model import build_classifier
+    from tuneflow.training.phases import set_trainable_stages
 
     print(f"\nResNet50 training, {tf.config.list_physical_devices('GPU') and 'GPU' or 'CPU'}, float32 (images/s)")
     print(f"{'':12}{'head (frozen base)':>20}{'fine-tune (all)':>18}")

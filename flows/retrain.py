@@ -15,8 +15,8 @@ from tuneflow.tasks.report import write_report
 from tuneflow.tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
 from tuneflow.records import RunSummary
-from tuneflow.retention import DECODED_CACHE, PREPARED_CACHE
-from tuneflow.runs import check_archive_of_run, earlier_run_for_upload, open_run_dir
+from tuneflow.runs.retention import DECODED_CACHE, PREPARED_CACHE
+from tuneflow.runs.folders import check_archive_of_run, earlier_run_for_upload, open_run_dir
 from tuneflow.sources import parse_drive_source
 
 

@@ -21,7 +21,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneflow.config import DriveSettings
-from tuneflow.drive import DriveError, DriveFile, DriveTransientError, find_watched_file
+from tuneflow.fetch.drive import DriveError, DriveFile, DriveTransientError, find_watched_file
 from tuneflow.sources import FILE_ID_PATTERN, parse_drive_source
 from tuneflow.tasks.fetch import load_drive_key  # the key lookup (file, env, Secret block) the retrain flow uses
 

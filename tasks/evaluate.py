@@ -1,4 +1,4 @@
-"""Evaluate step: Prefect's view of tuneflow.evaluation (predictions.csv and metrics.json in the run folder)."""
+"""Evaluate step: Prefect's view of tuneflow.evaluation.evaluate (predictions.csv and metrics.json in the run folder)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prefect import task
 
-from tuneflow.archives import FetchedArchive
-from tuneflow.evaluation import evaluate_trained_model
+from tuneflow.fetch.archives import FetchedArchive
+from tuneflow.evaluation.evaluate import evaluate_trained_model
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
 

@@ -1,8 +1,8 @@
 """Fetch step: Prefect's view of getting the dataset archive and the initial weights.
 
 A source is a local path, or a Google Drive file (`drive://ID` or a share link) downloaded into the content
-cache under `<data_root>/cache/`. The logic is plain Python in `tuneflow.archives`, `tuneflow.weights` and
-`tuneflow.drive`; the tasks here add what only Prefect has: the run logger, a progress artifact, the retry policy
+cache under `<data_root>/cache/`. The logic is plain Python in `tuneflow.fetch.archives`, `tuneflow.fetch.weights` and
+`tuneflow.fetch.drive`; the tasks here add what only Prefect has: the run logger, a progress artifact, the retry policy
 and a key kept in a Prefect Secret block. They are the pipeline's network edge, the only tasks that retry, and
 only for failures that may pass (rate limits, outages).
 """
@@ -16,9 +16,9 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from tuneflow.archives import FetchedArchive, fetch_archive
+from tuneflow.fetch.archives import FetchedArchive, fetch_archive
 from tuneflow.config import DriveSettings
-from tuneflow.drive import (
+from tuneflow.fetch.drive import (
     DRIVE_CACHE_FOLDER,
     DownloadProgress,
     DriveCredentialsError,
@@ -28,11 +28,11 @@ from tuneflow.drive import (
     load_key_from_settings,
     load_service_account_key,
 )
-from tuneflow.weights import resolve_weights
+from tuneflow.fetch.weights import resolve_weights
 
 DATASET_PROGRESS_KEY = "drive-dataset-download"
 WEIGHTS_PROGRESS_KEY = "drive-weights-download"
-# Task-level retries come on top of tuneflow.drive's own quick retries (about 8 s of backoff in all): they
+# Task-level retries come on top of tuneflow.fetch.drive's own quick retries (about 8 s of backoff in all): they
 # outlast a longer Drive outage, and a retried download resumes from the bytes already in the cache.
 NETWORK_RETRY_DELAYS_S = [15, 60]
 

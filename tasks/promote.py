@@ -7,9 +7,9 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tuneflow.archives import FetchedArchive
+from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.config import PromotionSettings, ServingSettings
-from tuneflow.promotion import PromotionDecision, promote_trained_model
+from tuneflow.registry.promotion import PromotionDecision, promote_trained_model
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
 

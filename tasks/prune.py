@@ -1,4 +1,4 @@
-"""Prune step: the end of each run applies the retention setting (tuneflow.retention) and says what it freed."""
+"""Prune step: the end of each run applies the retention setting (tuneflow.runs.retention) and says what it freed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tuneflow.retention import Removed, prune_heavy_files
+from tuneflow.runs.retention import Removed, prune_heavy_files
 
 
 @task(name="prune-old-runs")

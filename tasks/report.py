@@ -1,4 +1,4 @@
-"""Report step: write the run's report (tuneflow.report) and publish the Prefect dashboard artifacts.
+"""Report step: write the run's report (tuneflow.report.content) and publish the Prefect dashboard artifacts.
 
 Artifact keys are fixed, so each scheduled run adds a version to the same artifacts and the dashboard shows their
 history: the report with its figures embedded, a table of per-class metrics, where report.html is, and the
@@ -14,15 +14,15 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from tuneflow.archives import FetchedArchive
+from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.config import RetrainConfig
-from tuneflow.dashboard import ReportLocation, compact_png, locate_report, location_markdown, render_dashboard_report
-from tuneflow.history import VersionRow, render_history_markdown
-from tuneflow.html_report import ReportContent, png_uri
-from tuneflow.promotion import PromotionDecision
+from tuneflow.report.dashboard import ReportLocation, compact_png, locate_report, location_markdown, render_dashboard_report
+from tuneflow.report.history import VersionRow, render_history_markdown
+from tuneflow.report.html import ReportContent, png_uri
+from tuneflow.registry.promotion import PromotionDecision
 from tuneflow.records import EvalResult, PreparedDataset, ReportFiles, TrainedModel
-from tuneflow.report import gather_report, write_run_report
-from tuneflow.report_markdown import per_class_rows
+from tuneflow.report.content import gather_report, write_run_report
+from tuneflow.report.markdown import per_class_rows
 
 SUMMARY_ARTIFACT_KEY = "retrain-report"
 PER_CLASS_ARTIFACT_KEY = "retrain-per-class-metrics"

@@ -1,6 +1,6 @@
 """Train step: fine-tune ResNet50 in a separate process, its progress streamed into the Prefect run.
 
-tuneflow.training_process runs and supervises the process (and stops it whenever this step ends early); this
+tuneflow.training.process runs and supervises the process (and stops it whenever this step ends early); this
 task turns its events into log lines and a progress artifact.
 """
 
@@ -15,8 +15,8 @@ from prefect.logging import get_run_logger
 
 from tuneflow.config import TrainingSettings
 from tuneflow.records import PreparedDataset, TrainedModel
-from tuneflow.train_worker import TrainingJob
-from tuneflow.training_process import describe_event, run_training_process
+from tuneflow.training.worker import TrainingJob
+from tuneflow.training.process import describe_event, run_training_process
 
 
 @task(name="fine-tune")

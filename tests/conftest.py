@@ -19,7 +19,7 @@ os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 import pytest  # noqa: E402
 
-from tuneflow.sample import write_sample_dataset  # noqa: E402
+from tuneflow.dataset.sample import write_sample_dataset  # noqa: E402
 
 TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
 # The longest test files, longest first (measured with --durations in a fresh-clone CI run, three workers on 2
@@ -125,7 +125,7 @@ def resnet50_weights_file(tmp_path_factory) -> Path:
 
 
 def save_tiny_model(folder: Path) -> None:
-    from tuneflow.model import build_classifier, save_classifier
+    from tuneflow.training.model import build_classifier, save_classifier
 
     model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=1)
     save_classifier(model, list(TINY_CLASSES), folder)

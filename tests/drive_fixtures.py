@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.drive_emulator import DriveEmulator
-from tuneflow.drive import RetryPolicy, connect_drive, load_service_account_key
+from tuneflow.fetch.drive import RetryPolicy, connect_drive, load_service_account_key
 
 SERVICE_ACCOUNT_EMAIL = "tuneflow-worker@tuneflow-tests.iam.gserviceaccount.com"
 # Retries as in production but with 10 ms instead of 0.5 s as the first delay, so fault tests stay fast.

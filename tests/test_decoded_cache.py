@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tuneflow.decoded_cache import cached_file_bytes, ensure_decoded_cache, read_cached
-from tuneflow.decoded_layout import CACHE_SUFFIX, STAGING_PREFIX
-from tuneflow.image_decoding import decode_image
-from tuneflow.training import list_split, make_input_pipeline
+from tuneflow.imaging.decoded_cache import cached_file_bytes, ensure_decoded_cache, read_cached
+from tuneflow.imaging.decoded_layout import CACHE_SUFFIX, STAGING_PREFIX
+from tuneflow.imaging.decoding import decode_image
+from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 
 
 def photos(tiny_dataset) -> list[str]:
@@ -37,7 +37,7 @@ def test_photos_of_every_size_and_format_are_cached_as_decode_image_sees_them(tm
 
     from PIL import Image
 
-    from tuneflow.image_decoding import plan_decode_of_file
+    from tuneflow.imaging.decoding import plan_decode_of_file
 
     shapes = [(512, 512, "JPEG"), (512, 384, "JPEG"), (384, 512, "JPEG"), (512, 341, "JPEG"), (300, 200, "JPEG"),
               (2400, 800, "JPEG"), (4032, 3024, "JPEG"), (60, 40, "JPEG"), (512, 384, "PNG"), (900, 700, "PNG"),

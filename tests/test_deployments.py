@@ -32,7 +32,7 @@ from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F40
 from tests.loopback import free_port
 from tests.records import head_only_training
 from tuneflow.child_process import stop_process_group
-from tuneflow.markdown_text import escape
+from tuneflow.report.text import escape
 
 pytestmark = pytest.mark.slow
 

@@ -101,3 +101,35 @@ def test_anchors_follow_githubs_rules():
     assert slug("Settings, at deploy time and on the workers") == "settings-at-deploy-time-and-on-the-workers"
     assert slug("Training: the recipe, GPUs, progress, resuming") == "training-the-recipe-gpus-progress-resuming"
     assert slug("`resume_run_id` and ラーメン") == "resume_run_id-and-ラーメン"
+
+
+CODE_MAP_PAGE = REPO / "docs" / "development.md"
+
+
+def code_map() -> str:
+    text = CODE_MAP_PAGE.read_text()
+    section = text[text.index("## How the code is laid out"):text.index("## How the tests run")]
+    return section[section.index("```"):]  # the tree drawn in the fenced block
+
+
+def library_modules() -> list[tuple[str, str]]:
+    """(folder, module name) of every module and subpackage of tuneflow/ on disk, __init__ aside."""
+    found = []
+    for path in sorted((REPO / "tuneflow").rglob("*")):
+        if "__pycache__" in path.parts or path.name == "templates" or "templates" in path.parts:
+            continue
+        if path.is_dir() or (path.suffix == ".py" and path.stem != "__init__"):
+            found.append((path.parent.relative_to(REPO).as_posix(), path.stem))
+    return found
+
+
+@pytest.mark.parametrize(("folder", "name"), library_modules(), ids=lambda value: value)
+def test_the_code_map_names_every_module_and_subpackage(folder, name):
+    """docs/development.md's code map names every module that exists, under its own folder's entry."""
+    text = code_map()
+    assert re.search(rf"\b{re.escape(name)}\b", text), f"{folder}/{name} is missing from the code map in {CODE_MAP_PAGE}"
+    if folder != "tuneflow":
+        # Named in its folder's paragraph: the line that starts with the folder, and the lines indented under it.
+        entry = folder.removeprefix("tuneflow/").split("/")[-1] + "/"
+        block = re.search(rf"^.*(?<![\w/]){re.escape(entry)}.*(?:\n\s{{6,}}\S.*)*", text, re.MULTILINE)
+        assert block and re.search(rf"\b{re.escape(name)}\b", block.group(0)), f"{folder}/{name} not under {entry}"

@@ -30,7 +30,7 @@ from tests.drive_fixtures import (  # noqa: F401 (fixtures)
     service_account_info,
     test_key,
 )
-from tuneflow.drive import (
+from tuneflow.fetch.drive import (
     DownloadProgress,
     DriveAccessError,
     DriveCredentialsError,
@@ -302,7 +302,7 @@ def test_clean_download_is_verified_and_cached_by_content(drive, drive_emulator,
 def test_progress_is_logged_with_bytes_and_speed(drive, drive_emulator, tmp_path, no_key_text_in_output):
     file_id = drive_emulator.add_file("dataset.zip", CONTENT)
     fetch_to_cache(drive, file_id, tmp_path / "cache", chunk_bytes=CHUNK)
-    prefix = "tuneflow.drive INFO "
+    prefix = "tuneflow.fetch.drive INFO "
     lines = [line.removeprefix(prefix) for line in no_key_text_in_output.lines if line.startswith(prefix)]
     assert any("%" in line and "MiB/s" in line for line in lines)
     assert any(line.startswith("Downloaded dataset.zip") and "verified" in line for line in lines)
@@ -593,7 +593,7 @@ def test_a_full_disk_mid_download_leaves_a_part_file_its_md5_state_describes(tmp
     import errno
     import hashlib
 
-    from tuneflow.drive.part_writer import BUFFER_BYTES, PartWriter
+    from tuneflow.fetch.drive.part_writer import BUFFER_BYTES, PartWriter
 
     class FillsUp(io.FileIO):
         def write(self, data):  # half of the third buffer fits, then the disk is full

@@ -42,7 +42,7 @@ def save_softened_classifier(folder: Path) -> None:
     """The classifier as training builds it (flip and zoom included), head scaled down, saved as training saves."""
     import keras
 
-    from tuneflow.model import build_classifier, save_classifier
+    from tuneflow.training.model import build_classifier, save_classifier
 
     keras.utils.set_random_seed(3)
     model, _ = build_classifier(len(TINY_CLASSES), 32, None, 0.0, seed=3)
@@ -58,9 +58,9 @@ def exported(tiny_dataset, tmp_path_factory):
     probabilities on them)."""
     import tensorflow as tf
 
-    from tuneflow.export import FORMATS, write_export
-    from tuneflow.image_decoding import decode_image
-    from tuneflow.model import load_classifier, predict_probabilities
+    from tuneflow.registry.export import FORMATS, write_export
+    from tuneflow.imaging.decoding import decode_image
+    from tuneflow.training.model import load_classifier, predict_probabilities
 
     root = tmp_path_factory.mktemp("export")
     save_softened_classifier(root / "model")
@@ -176,8 +176,8 @@ def test_a_version_saved_before_with_the_custom_layer_and_augmentation_still_loa
     import keras
     import tensorflow as tf
 
-    from tuneflow.export import pixels_to_probabilities
-    from tuneflow.model import ResNet50Preprocess, load_classifier
+    from tuneflow.registry.export import pixels_to_probabilities
+    from tuneflow.training.model import ResNet50Preprocess, load_classifier
 
     model_folder, _, _, pixels, expected = exported
     new, _ = load_classifier(model_folder)
@@ -203,7 +203,7 @@ def test_a_model_trained_under_mixed_precision_is_exported_computing_in_float32(
     import keras
     import tensorflow as tf
 
-    from tuneflow.export import pixels_to_probabilities
+    from tuneflow.registry.export import pixels_to_probabilities
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -241,7 +241,7 @@ def test_export_errors_name_the_problem(exported, tmp_path, capsys, monkeypatch)
 
 def test_the_cli_offers_every_format_the_exporter_has():
     from tuneflow.cli import build_parser
-    from tuneflow.export import FORMATS
+    from tuneflow.registry.export import FORMATS
 
     export = build_parser()._subparsers._group_actions[0].choices["export"]
     assert tuple(next(a for a in export._actions if a.dest == "format").choices) == FORMATS

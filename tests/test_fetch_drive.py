@@ -9,9 +9,9 @@ import pytest
 from prefect.states import Failed
 from pydantic import ValidationError
 
-from tuneflow.archives import fetch_drive_archive
+from tuneflow.fetch.archives import fetch_drive_archive
 from tuneflow.tasks.fetch import retry_only_transient_drive_errors
-from tuneflow.weights import resolve_weights
+from tuneflow.fetch.weights import resolve_weights
 from tests.drive_fixtures import (  # noqa: F401 (fixtures)
     drive_emulator,
     key_file,
@@ -20,7 +20,7 @@ from tests.drive_fixtures import (  # noqa: F401 (fixtures)
 )
 from tuneflow.cli import main
 from tuneflow.config import DriveSettings, RetrainConfig, TrainingSettings
-from tuneflow.drive import DriveAccessError, DriveCredentialsError, DriveTransientError
+from tuneflow.fetch.drive import DriveAccessError, DriveCredentialsError, DriveTransientError
 
 FILE_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 
@@ -163,7 +163,7 @@ def test_the_fetch_tasks_retry_only_transient_drive_failures(error, retried):
 
 def test_secret_json_strings_are_accepted(drive_emulator, test_key):
     from tests.drive_fixtures import service_account_info
-    from tuneflow.drive import load_service_account_key
+    from tuneflow.fetch.drive import load_service_account_key
 
     text = json.dumps(service_account_info(test_key, drive_emulator.token_uri))
     assert load_service_account_key(key_json=text).client_email.endswith("iam.gserviceaccount.com")

@@ -33,7 +33,7 @@ from tests.drive_fixtures import (  # noqa: F401 (fixtures)
 from tests.records import head_only_training
 from tuneflow.cli import main
 from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
-from tuneflow.markdown_text import escape
+from tuneflow.report.text import escape
 from tuneflow.tasks.fetch import DATASET_PROGRESS_KEY
 
 pytestmark = pytest.mark.slow
@@ -217,7 +217,7 @@ def side_of_each_photo(run_dir: Path) -> dict[str, str]:
 
 
 def test_model_a_is_graded_only_on_photos_it_never_trained_on(two_runs):
-    from tuneflow.model_registry import TRAINING_PHOTOS_FILE, current_version, list_versions, models_dir
+    from tuneflow.registry.versions import TRAINING_PHOTOS_FILE, current_version, list_versions, models_dir
 
     first, second = two_runs
     data_root = first.run_dir.parent.parent
@@ -299,9 +299,9 @@ def test_an_upload_already_trained_on_is_not_trained_again(two_runs, on_drive):
 
 
 def test_resuming_a_run_whose_archive_changed_is_refused(prefect_server, tiny_archive, tmp_path):
-    from tuneflow.archives import locate_local_archive
+    from tuneflow.fetch.archives import locate_local_archive
     from tuneflow.flows.retrain import retrain
-    from tuneflow.runs import ArchiveChangedError, check_archive_of_run
+    from tuneflow.runs.folders import ArchiveChangedError, check_archive_of_run
 
     interrupted = tmp_path / "data" / "runs" / "20261201-030000-abcdef"
     interrupted.mkdir(parents=True)
@@ -403,7 +403,7 @@ def test_unknown_class_lists_the_available_ones(prefect_server, tiny_archive, tm
 
 def test_archive_with_one_class_is_refused(prefect_server, tmp_path):
     from tuneflow.flows.retrain import retrain
-    from tuneflow.sample import write_sample_dataset
+    from tuneflow.dataset.sample import write_sample_dataset
 
     one_class = write_sample_dataset(tmp_path / "one.zip", images_per_class=4, image_size=32, classes=("pizza",))
     with pytest.raises(ValueError, match="only the class \\['pizza'\\]; a classifier needs at least 2"):
@@ -437,7 +437,7 @@ def test_each_promotion_adds_a_serving_version_and_a_kept_model_none(two_runs):
     """The first run is promoted, so it is served as version 1; the second exports nothing (its export is off)."""
     import tensorflow as tf
 
-    from tuneflow.serving import list_serving_versions, serving_dir, serving_source
+    from tuneflow.registry.serving import list_serving_versions, serving_dir, serving_source
 
     first, second = two_runs
     data_root = first.run_dir.parent.parent
@@ -493,7 +493,7 @@ def test_the_second_run_decodes_only_the_photos_the_first_did_not_have(two_runs,
 def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_key: TestKey, tmp_path):
     from prefect.blocks.system import Secret
 
-    from tuneflow.drive import download_from_drive
+    from tuneflow.fetch.drive import download_from_drive
     from tuneflow.tasks.fetch import load_drive_key
 
     Secret(value=service_account_info(test_key, drive_emulator.token_uri)).save("drive-key-for-tests", overwrite=True)
@@ -509,7 +509,7 @@ def test_key_from_a_prefect_secret_block(prefect_server, drive_emulator, test_ke
 
 def test_a_missing_secret_block_says_how_to_create_it(prefect_server):
     from tuneflow.tasks.fetch import load_drive_key
-    from tuneflow.drive import DriveCredentialsError
+    from tuneflow.fetch.drive import DriveCredentialsError
 
     with pytest.raises(DriveCredentialsError, match="'no-such-block' could not be loaded"):
         load_drive_key(DriveSettings(key_secret_block="no-such-block"))

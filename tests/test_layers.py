@@ -56,9 +56,9 @@ def test_the_source_tree_keeps_both_contracts(tmp_path):
 @pytest.mark.parametrize(
     ("module", "line", "contract", "complaint"),
     [
-        ("tuneflow/metrics.py", "import prefect", PREFECT_CONTRACT, "tuneflow.metrics is not allowed to import prefect"),
+        ("tuneflow/evaluation/metrics.py", "import prefect", PREFECT_CONTRACT, "tuneflow.evaluation.metrics -> prefect"),
         (
-            "tuneflow/training.py",
+            "tuneflow/training/fine_tune.py",
             "from tuneflow.tasks.prepare import prepare",
             LAYERS_CONTRACT,
             "tuneflow.training is not allowed to import tuneflow.tasks",
@@ -69,9 +69,28 @@ def test_the_source_tree_keeps_both_contracts(tmp_path):
             LAYERS_CONTRACT,
             "tuneflow.tasks is not allowed to import tuneflow.flows",
         ),
+        (
+            "tuneflow/dataset/split.py",
+            "from tuneflow.training.model import build_classifier",
+            LAYERS_CONTRACT,
+            "tuneflow.dataset is not allowed to import tuneflow.training",
+        ),
+        (
+            "tuneflow/imaging/decoding.py",
+            "from tuneflow.fetch.archives import describe_archive",
+            LAYERS_CONTRACT,
+            "tuneflow.imaging is not allowed to import tuneflow.fetch",
+        ),
+        (
+            "tuneflow/config.py",
+            "from tuneflow.report.text import escape",
+            LAYERS_CONTRACT,
+            "is not allowed to import tuneflow.report",
+        ),
         ("tuneflow/unplaced.py", "import json", LAYERS_CONTRACT, "The following modules are not listed as layers"),
     ],
-    ids=["library-imports-prefect", "library-imports-a-task", "task-imports-a-flow", "module-without-a-layer"],
+    ids=["library-imports-prefect", "library-imports-a-task", "task-imports-a-flow", "dataset-imports-training",
+         "imaging-imports-its-sibling-fetch", "core-imports-report", "module-without-a-layer"],
 )
 def test_a_violation_breaks_its_contract(tmp_path, module, line, contract, complaint):
     tree = installed_layout(tmp_path)
@@ -83,9 +102,9 @@ def test_a_violation_breaks_its_contract(tmp_path, module, line, contract, compl
 
 
 def test_the_training_process_imports_neither_prefect_nor_pydrive2():
-    """The GPU training process runs tuneflow.train_worker, which imports tuneflow.training: nothing of Prefect's."""
+    """The GPU training process runs tuneflow.training.worker, which imports tuneflow.training.fine_tune: nothing of Prefect's."""
     check = (
-        "import sys, tuneflow.training, tuneflow.train_worker; "
+        "import sys, tuneflow.training.fine_tune, tuneflow.training.worker; "
         "loaded = [name for name in ('prefect', 'pydrive2') if name in sys.modules]; "
         "assert not loaded, loaded"
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tuneflow.metrics import compute_metrics, read_predictions
-from tuneflow.metrics import predictions_table
+from tuneflow.evaluation.metrics import compute_metrics, read_predictions
+from tuneflow.evaluation.metrics import predictions_table
 
 CLASSES = ["apple_pie", "pizza", "sashimi", "tiramisu"]
 # (true class, probabilities in CLASSES order). sashimi is never predicted; tiramisu never present, predicted once.
@@ -118,7 +118,7 @@ def test_missing_probability_column_is_named():
 
 
 def test_findings_name_the_failure_patterns(metrics):
-    from tuneflow.html_report import findings
+    from tuneflow.report.html import findings
 
     notes = findings(metrics)
     assert "Never predicted: sashimi (1 of 4 classes)." in notes
@@ -127,7 +127,7 @@ def test_findings_name_the_failure_patterns(metrics):
 
 
 def test_a_model_answering_one_class_is_called_out():
-    from tuneflow.html_report import findings
+    from tuneflow.report.html import findings
 
     table = hand_made_table()
     collapsed = compute_metrics(table.assign(predicted_class="pizza"), CLASSES)

@@ -19,10 +19,10 @@ from tests.loopback import free_port
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tests.records import head_only_training
 from tuneflow.records import TrainedModel
-from tuneflow.training_process import TrainingFailed, describe_event, run_training_process
+from tuneflow.training.process import TrainingFailed, describe_event, run_training_process
 from tuneflow.config import TrainingSettings
-from tuneflow.model import build_classifier, load_classifier
-from tuneflow.train_worker import TrainingJob
+from tuneflow.training.model import build_classifier, load_classifier
+from tuneflow.training.worker import TrainingJob
 
 
 def worker_config(workers: list[str], index: int) -> str:
@@ -43,7 +43,7 @@ def train_on_two_workers(job: TrainingJob) -> tuple[TrainedModel, list[dict], di
         while not job_file.exists() and not chief.done():
             time.sleep(0.1)
         second = subprocess.run(
-            [sys.executable, "-m", "tuneflow.train_worker", str(job_file)],
+            [sys.executable, "-m", "tuneflow.training.worker", str(job_file)],
             env={**os.environ, "TF_CONFIG": worker_config(workers, 1)},
             capture_output=True, text=True, timeout=600,
         )
@@ -113,7 +113,7 @@ def test_two_processes_on_localhost_resume_together_and_train_the_same_weights(t
 
     assert result.replicas == second_result["replicas"] == 2
     waiting = describe_event(next(e for e in chief_events if e["event"] == "waiting-for-workers"))
-    assert "TF_CONFIG describes 2 machines" in waiting and "python -m tuneflow.train_worker" in waiting
+    assert "TF_CONFIG describes 2 machines" in waiting and "python -m tuneflow.training.worker" in waiting
     start = describe_event(next(e for e in chief_events if e["event"] == "start"))
     assert "(2 replica(s), worker 0 of 2 machines, float32)" in start
     # The chief had finished epoch 2, worker 1 only epoch 1: both go back to epoch 1, the last they both finished.

@@ -36,8 +36,8 @@ def test_the_wheel_holds_every_module_and_template_and_no_generic_top_level_pack
     assert not missing, f"the wheel lacks {missing}: list the package in pyproject.toml [tool.setuptools] packages"
     assert "tuneflow/dataset/split.py" in names
     templates = {f"tuneflow/{path.relative_to(REPO / 'tuneflow').as_posix()}"
-                 for path in (REPO / "tuneflow" / "templates").rglob("*") if path.is_file()}
-    assert "tuneflow/templates/report.html.j2" in templates
+                 for path in (REPO / "tuneflow" / "report" / "templates").rglob("*") if path.is_file()}
+    assert "tuneflow/report/templates/report.html.j2" in templates
     missing = sorted(templates - names)
     assert not missing, f"the wheel lacks {missing}: list them in pyproject.toml [tool.setuptools.package-data]"
     top_level = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}

@@ -17,8 +17,8 @@ from PIL import Image
 
 from tuneflow.cli import main
 from tuneflow.dataset.archive import IMAGE_SUFFIXES
-from tuneflow.predict import decode_or_reason, list_images, predict_encoded, read_encoded
-from tuneflow.model_registry import point_current_at, store_version
+from tuneflow.evaluation.predict import decode_or_reason, list_images, predict_encoded, read_encoded
+from tuneflow.registry.versions import point_current_at, store_version
 
 pytestmark = pytest.mark.slow  # loads a real ResNet50
 
@@ -48,17 +48,17 @@ def loaded_models() -> dict:
 @pytest.fixture(autouse=True)
 def load_each_model_once(monkeypatch, loaded_models):
     """Loading ResNet50 takes seconds on our CPUs; these tests are about what predict does with a loaded model."""
-    import tuneflow.model
+    import tuneflow.training.model
 
-    real_load = tuneflow.model.load_classifier
+    real_load = tuneflow.training.model.load_classifier
 
     def load_once(folder):
-        key = tuneflow.model.find_model_folder(folder).resolve()
+        key = tuneflow.training.model.find_model_folder(folder).resolve()
         if key not in loaded_models:
             loaded_models[key] = real_load(folder)
         return loaded_models[key]
 
-    monkeypatch.setattr(tuneflow.model, "load_classifier", load_once)
+    monkeypatch.setattr(tuneflow.training.model, "load_classifier", load_once)
 
 
 def read_csv(text: str) -> pd.DataFrame:
@@ -66,10 +66,10 @@ def read_csv(text: str) -> pd.DataFrame:
 
 
 def test_one_image_prints_the_notebook_list_matching_the_batch_rows(tiny_model, photos, capsys):
-    import tuneflow.model
+    import tuneflow.training.model
 
     _, folder, _ = photos
-    model, classes = tuneflow.model.load_classifier(tiny_model)
+    model, classes = tuneflow.training.model.load_classifier(tiny_model)
     batch = predict_encoded(model, classes, read_encoded(folder, list_images(folder).names)).table.set_index("path")
     image = "sashimi/" + sorted(p.name for p in (folder / "sashimi").iterdir())[0]
     assert main(["predict", str(tiny_model), str(folder / image)]) == 0
@@ -106,9 +106,9 @@ def test_zip_gives_the_same_predictions_as_the_folder(tiny_model, photos, capsys
 
 def test_batches_give_the_same_answer_as_one_pass(tiny_model, photos):
     _, folder, _ = photos
-    import tuneflow.model
+    import tuneflow.training.model
 
-    model, classes = tuneflow.model.load_classifier(tiny_model)
+    model, classes = tuneflow.training.model.load_classifier(tiny_model)
     names = list_images(folder).names
     one_pass = predict_encoded(model, classes, read_encoded(folder, names))
     in_twos = predict_encoded(model, classes, read_encoded(folder, names), chunk=2)
@@ -178,7 +178,7 @@ def decode_ignoring_exif(encoded: bytes) -> np.ndarray:
     """What predict did before: TensorFlow straight on the file's bytes, which never reads EXIF."""
     import tensorflow as tf
 
-    from tuneflow.image_decoding import decode_image
+    from tuneflow.imaging.decoding import decode_image
 
     return decode_image(tf.constant(encoded), 32).numpy()
 
@@ -282,13 +282,13 @@ def test_an_exif_rotated_jpeg_and_a_webp_get_the_probabilities_of_their_prepared
     re-encodes a converted photo at JPEG quality 95, a few grey levels on these 32-px photos, which moves the
     untrained tiny model's probabilities by up to ~0.1, as much as turning the photo sideways does.)
     """
-    import tuneflow.model
-    import tuneflow.evaluation as evaluate
+    import tuneflow.training.model
+    import tuneflow.evaluation.evaluate as evaluate
     from tuneflow.config import DataSettings
-    from tuneflow.metrics import read_predictions
+    from tuneflow.evaluation.metrics import read_predictions
     from tuneflow.dataset.prepare import prepare_dataset
 
-    monkeypatch.setattr(evaluate, "load_classifier", tuneflow.model.load_classifier)  # the load-once one above
+    monkeypatch.setattr(evaluate, "load_classifier", tuneflow.training.model.load_classifier)  # the load-once one above
     label = val_photo.parent.name
     with Image.open(val_photo) as photo:
         portrait = exif_rotated_jpeg(photo.convert("RGB"), 6)

@@ -541,7 +541,7 @@ def test_truncated_or_non_zip_files_are_refused_with_the_fix(tmp_path, content, 
 
 
 def test_the_fetch_step_already_says_what_a_non_zip_source_is(tmp_path):
-    from tuneflow.archives import locate_local_archive
+    from tuneflow.fetch.archives import locate_local_archive
 
     archive = write_zip(tmp_path / "d.zip", class_folders({"cat": 3, "dog": 3}))
     archive.write_bytes(archive.read_bytes()[:-100])
@@ -713,7 +713,7 @@ def test_every_format_and_mode_becomes_an_rgb_jpeg_or_png(tmp_path):
 
 
 def test_written_images_decode_in_tensorflow_as_rgb(tmp_path):
-    from tuneflow.image_decoding import decode_image
+    from tuneflow.imaging.decoding import decode_image
     import tensorflow as tf
 
     entries = {

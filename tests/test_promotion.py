@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from tests.records import training_record
-from tuneflow.comparison import compare_paired
+from tuneflow.evaluation.comparison import compare_paired
 from tuneflow.config import PromotionSettings, ServingSettings
-from tuneflow.evaluation import predict_folder_split
-from tuneflow.model import CLASSES_FILE, MODEL_FILE, find_model_folder
-from tuneflow.model_registry import (
+from tuneflow.evaluation.evaluate import predict_folder_split
+from tuneflow.training.model import CLASSES_FILE, MODEL_FILE, find_model_folder
+from tuneflow.registry.versions import (
     TRAINING_PHOTOS_FILE,
     current_version,
     list_versions,
@@ -27,8 +27,8 @@ from tuneflow.model_registry import (
     read_version_record,
     store_version,
 )
-from tuneflow.history import read_history
-from tuneflow.promotion import BASELINE_PREDICTIONS_FILE, Baseline, decide_promotion, photos_on_side, promote_trained_model
+from tuneflow.report.history import read_history
+from tuneflow.registry.promotion import BASELINE_PREDICTIONS_FILE, Baseline, decide_promotion, photos_on_side, promote_trained_model
 from tuneflow.records import EvalResult, TrainedModel
 
 CLASSES = ["apple_pie", "pizza", "sashimi"]
@@ -106,7 +106,7 @@ def test_significance_demands_more_than_the_margin_when_asked():
 
 
 def test_mcnemar_exact_p_and_the_agresti_min_interval():
-    from tuneflow.comparison import difference_interval, mcnemar_exact_p
+    from tuneflow.evaluation.comparison import difference_interval, mcnemar_exact_p
 
     assert mcnemar_exact_p(0, 0) == 1.0
     assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 2**10)
@@ -404,8 +404,8 @@ def test_a_failed_serving_export_leaves_current_and_serving_as_they_were_and_a_k
 ):
     """The serving export is written before `current` switches: if it fails, the run fails and nothing changed.
     (A successful one is checked end to end in test_flow.py; what it writes in test_export.py.)"""
-    import tuneflow.serving
-    from tuneflow.serving import list_serving_versions
+    import tuneflow.registry.serving
+    from tuneflow.registry.serving import list_serving_versions
 
     data_root = tmp_path / "data"
     serving = ServingSettings()
@@ -418,7 +418,7 @@ def test_a_failed_serving_export_leaves_current_and_serving_as_they_were_and_a_k
         (folder / "saved_model.pb").write_bytes(b"half a graph")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tuneflow.serving, "write_savedmodel", disk_full)
+    monkeypatch.setattr(tuneflow.registry.serving, "write_savedmodel", disk_full)
     with pytest.raises(OSError, match="No space left"):
         promote_run(trained_once, data_root, "run-3", serving=serving)
     assert current_version(data_root) == "run-1" and list_serving_versions(data_root, serving) == []

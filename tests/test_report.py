@@ -20,23 +20,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuneflow.evaluation import write_metrics
+from tuneflow.evaluation.evaluate import write_metrics
 from tuneflow.checksums import md5_of_file
-from tuneflow.archives import FetchedArchive
+from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.dataset.prepare import prepare_dataset
-from tuneflow.dashboard import locate_report
-from tuneflow.markdown_text import escape
+from tuneflow.report.dashboard import locate_report
+from tuneflow.report.text import escape
 from tuneflow.tasks.report import HTML_LINK_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, publish_artifacts
-from tuneflow.training import list_split
+from tuneflow.imaging.pipeline import list_split
 from tests.records import training_record
 from tests.test_deployments import running_stack
 from tuneflow.config import DataSettings, PromotionSettings, RetrainConfig, TrainingSettings
-from tuneflow.metrics import compute_metrics, predictions_table, read_predictions
-from tuneflow.comparison import compare_paired
-from tuneflow.promotion import Baseline, PromotionDecision, decide_promotion
+from tuneflow.evaluation.metrics import compute_metrics, predictions_table, read_predictions
+from tuneflow.evaluation.comparison import compare_paired
+from tuneflow.registry.promotion import Baseline, PromotionDecision, decide_promotion
 from tuneflow.records import EvalResult
-from tuneflow.report import gather_report, select_mistakes, write_run_report
-from tuneflow.sample import SAMPLE_CLASSES, draw_dish, write_sample_dataset
+from tuneflow.report.content import gather_report, select_mistakes, write_run_report
+from tuneflow.dataset.sample import SAMPLE_CLASSES, draw_dish, write_sample_dataset
 
 RUN_ID = "20250101-060000-abc123"
 IN_USE = "20241201-060000-def456"
@@ -172,7 +172,7 @@ def test_html_shows_the_numbers_a_reader_checks(run):
 def test_what_preparation_recorded_is_shown_and_user_text_is_escaped(run):
     from dataclasses import replace
 
-    from tuneflow.html_report import render_html
+    from tuneflow.report.html import render_html
 
     content = run["content"]
     html = render_html(replace(
@@ -200,7 +200,7 @@ def test_markdown_report_has_the_same_headline_and_decision(run):
 
 
 def test_metrics_json_is_reproduced_from_predictions_csv_alone(run):
-    from tuneflow.metrics import Metrics
+    from tuneflow.evaluation.metrics import Metrics
 
     saved = Metrics.model_validate_json((run["run_dir"] / "metrics.json").read_text())
     assert compute_metrics(read_predictions(run["run_dir"] / "predictions.csv"), saved.classes) == saved
@@ -235,7 +235,7 @@ def test_dashboard_artifacts_under_stable_keys(run, dashboard_server):
     from prefect.runtime import flow_run
 
     html = run["files"].html
-    served = locate_report(html, RUN_ID, "https://files.example/tuneflow/runs/", "gpu-worker-1")
+    served = locate_report(html, RUN_ID, "https://files.example/tuneflow/runs/folders/", "gpu-worker-1")
     on_worker = locate_report(html, RUN_ID, None, "gpu-worker-1")
 
     @flow
@@ -261,7 +261,7 @@ def test_dashboard_artifacts_under_stable_keys(run, dashboard_server):
     assert (rows[0]["support"], rows[0]["f1"]) == (top.support, pytest.approx(top.f1, abs=1e-4))
     by_run = {str(a.flow_run_id): a for a in link}
     # Prefect stores a link artifact as markdown: [text](link).
-    assert by_run[str(first)].data == f"[report.html of run {RUN_ID}](https://files.example/tuneflow/runs/{RUN_ID}/report.html)"
+    assert by_run[str(first)].data == f"[report.html of run {RUN_ID}](https://files.example/tuneflow/runs/folders/{RUN_ID}/report.html)"
     where = by_run[str(second)]
     # Without a URL: where the file is and how to copy it, and no link that would open only on the worker.
     assert "file://" not in where.data and "](" not in where.data
@@ -368,8 +368,8 @@ def with_undefined_values(run):
 
 
 def test_undefined_values_show_as_a_dash_never_as_nan(run):
-    from tuneflow.dashboard import render_dashboard_report
-    from tuneflow.report_markdown import per_class_rows, render_markdown
+    from tuneflow.report.dashboard import render_dashboard_report
+    from tuneflow.report.markdown import per_class_rows, render_markdown
 
     content = with_undefined_values(run)
     never, absent = content.metrics.classes[0], content.metrics.classes[-1]
@@ -426,7 +426,7 @@ def rendered_text_and_tags(html: str) -> tuple[str, list[str]]:
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_an_escaped_name_renders_as_exactly_its_characters(name):
-    from tuneflow.markdown_text import table
+    from tuneflow.report.text import table
 
     shown = name.replace("\n", " ")
     for context, markdown, tags in (("a sentence", f"Class {escape(name)} here.", ["p"]),
@@ -446,7 +446,7 @@ def data_uris(markdown: str) -> list[str]:
 def test_report_artifact_embeds_small_palette_figures_and_the_mistakes(run):
     from PIL import Image
 
-    from tuneflow.dashboard import ARTIFACT_BUDGET_BYTES, FIGURE_WIDTH_PX, render_dashboard_report
+    from tuneflow.report.dashboard import ARTIFACT_BUDGET_BYTES, FIGURE_WIDTH_PX, render_dashboard_report
 
     report = render_dashboard_report(run["content"], locate_report(run["files"].html, RUN_ID, None, "worker"))
     uris = data_uris(report.markdown)
@@ -464,7 +464,7 @@ def test_report_artifact_embeds_small_palette_figures_and_the_mistakes(run):
 
 
 def test_an_artifact_over_its_budget_leaves_out_the_thumbnails_first_and_says_so(run):
-    from tuneflow.dashboard import render_dashboard_report
+    from tuneflow.report.dashboard import render_dashboard_report
 
     location = locate_report(run["files"].html, RUN_ID, None, "worker")
     full = render_dashboard_report(run["content"], location)
@@ -478,7 +478,7 @@ def test_an_artifact_over_its_budget_leaves_out_the_thumbnails_first_and_says_so
 @pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
 def test_report_artifact_in_chromium_decodes_every_image_and_shows_names_as_text(hostile_run, browser, tmp_path):
     """The artifact's markdown rendered as the dashboard does, in a real headless Chromium."""
-    from tuneflow.dashboard import render_dashboard_report
+    from tuneflow.report.dashboard import render_dashboard_report
 
     report = render_dashboard_report(hostile_run["content"], locate_report(hostile_run["files"].html, RUN_ID, None,
                                                                            "worker"))
@@ -500,7 +500,7 @@ def test_report_artifact_in_chromium_decodes_every_image_and_shows_names_as_text
 
 def store_stand_in_version(data_root: Path, version: str, details: dict, promoted: bool | None) -> None:
     """A model version as the promote step stores it, with a stand-in model file (the history never opens it)."""
-    from tuneflow.model_registry import point_current_at, store_version
+    from tuneflow.registry.versions import point_current_at, store_version
 
     model_dir = data_root.parent / "stand-in-model"
     model_dir.mkdir(exist_ok=True)
@@ -527,13 +527,13 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 
 def history_rows(markdown: str) -> dict[str, dict[str, str]]:
     """The history table of a retrain-history artifact: version -> column -> cell."""
-    from tuneflow.history import HISTORY_COLUMNS
+    from tuneflow.report.history import HISTORY_COLUMNS
 
     return {version: dict(zip(HISTORY_COLUMNS, cells)) for version, cells in table_rows(markdown).items()}
 
 
 def test_history_is_read_from_the_registry_and_old_versions_show_dashes(tmp_path):
-    from tuneflow.history import history_chart, read_history, render_history_markdown
+    from tuneflow.report.history import history_chart, read_history, render_history_markdown
 
     data_root = tmp_path / "data"
     store_stand_in_version(data_root, "20261101-030000-aaaaaa", {"accuracy": 0.6, "training_photos": 24}, None)
@@ -555,7 +555,7 @@ def test_history_artifact_across_three_runs_read_back_through_the_api(dashboard_
     from prefect import flow
     from prefect.runtime import flow_run
 
-    from tuneflow.history import history_chart, read_history
+    from tuneflow.report.history import history_chart, read_history
     from tuneflow.tasks.report import HISTORY_ARTIFACT_KEY, publish_history
 
     data_root = tmp_path / "data"
@@ -625,8 +625,8 @@ def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_a
 def test_report_html_shows_the_accuracy_across_retrainings(run, tmp_path):
     from dataclasses import replace
 
-    from tuneflow.history import history_chart, read_history
-    from tuneflow.html_report import render_html
+    from tuneflow.report.history import history_chart, read_history
+    from tuneflow.report.html import render_html
 
     data_root = tmp_path / "data"
     store_stand_in_version(data_root, "20261101-030000-aaaaa1", version_details(0.70, "rev-1"), True)
@@ -642,7 +642,7 @@ def test_report_html_shows_the_accuracy_across_retrainings(run, tmp_path):
 def test_a_model_in_use_that_trained_on_every_validation_photo_leaves_the_report_whole(run, tmp_path):
     """A new upload split otherwise (another seed): the model in use trained on all of this run's validation photos,
     so it is scored on none and current_model_predictions.csv has no rows. The report says so and is written."""
-    from tuneflow.dashboard import render_dashboard_report
+    from tuneflow.report.dashboard import render_dashboard_report
 
     run_dir, config, archive, dataset, trained, evaluation = run["records"]
     classes = run["metrics"].classes

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tuneflow.cli import main
-from tuneflow.retention import PRUNED_RECORD, list_runs, prune_heavy_files
+from tuneflow.runs.retention import PRUNED_RECORD, list_runs, prune_heavy_files
 
 SMALL_FILES = ("model.keras", "report.md", "report.html", "predictions.csv", "metrics.json", "manifest.csv",
                "history.csv", "config.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tuneflow.config import ServingSettings
-from tuneflow.serving import (
+from tuneflow.registry.serving import (
     SOURCE_FILE,
     list_serving_versions,
     publish_serving_version,

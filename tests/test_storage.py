@@ -8,7 +8,7 @@ import pytest
 
 import tuneflow.storage as storage
 from tuneflow.config import RetrainConfig
-from tuneflow.runs import open_run_dir
+from tuneflow.runs.folders import open_run_dir
 from tuneflow.storage import (
     EphemeralDataRootError,
     Mount,

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
-from tuneflow.model import ResNet50Preprocess, build_classifier, load_classifier, resnet50_preprocessing
-from tuneflow.training import TENSORBOARD_DIR
+from tuneflow.training.model import ResNet50Preprocess, build_classifier, load_classifier, resnet50_preprocessing
+from tuneflow.training.checkpoints import TENSORBOARD_DIR
 
 
 
@@ -53,7 +53,7 @@ def test_fast_decode_matches_a_full_decode_and_antialiased_resize(width, height,
     import tensorflow as tf
     from PIL import Image
 
-    from tuneflow.image_decoding import decode_image
+    from tuneflow.imaging.decoding import decode_image
 
     coarse = np.random.default_rng(width + height).integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), "uint8")
     photo = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)  # smooth, with some detail
@@ -77,7 +77,7 @@ def test_unknown_weights_file_layout_is_explained(tmp_path):
 @pytest.fixture(scope="module")
 def two_phase_run(tiny_dataset, resnet50_weights_file, tmp_path_factory):
     """One head epoch and one fine-tune epoch from a pretrained weights file, in this process."""
-    from tuneflow.training import train_classifier
+    from tuneflow.training.fine_tune import train_classifier
 
     run_dir = tmp_path_factory.mktemp("two-phase")
     settings = TrainingSettings(weights=str(resnet50_weights_file), epochs=1, fine_tune_epochs=1, **TINY)
@@ -171,7 +171,8 @@ def test_tensorboard_shows_both_phases_as_one_run(two_phase_run):
 def test_tensorboard_logs_are_written_by_the_training_loop_used_across_machines(tmp_path):
     """fit_across_machines hands its callbacks the calls fit makes, so TensorBoard logs look the same (here on
     one machine's default strategy and a tiny model: the loop, not ResNet50, is what is checked)."""
-    from tuneflow.training import fit_across_machines, tensorboard_logs
+    from tuneflow.training.across_machines import fit_across_machines
+    from tuneflow.training.checkpoints import tensorboard_logs
 
     rng = np.random.default_rng(0)
     images, labels = rng.normal(size=(8, 4)).astype("float32"), np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]

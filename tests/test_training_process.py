@@ -10,14 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tuneflow.training_process import TrainingFailed, run_training_process
+from tuneflow.training.process import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tests.records import head_only_training
 from tuneflow.config import TrainingSettings
-from tuneflow.decoded_cache import cached_file_bytes
-from tuneflow.decoded_layout import CACHE_SUFFIX
-from tuneflow.model import load_classifier
-from tuneflow.train_worker import TrainingJob
+from tuneflow.imaging.decoded_cache import cached_file_bytes
+from tuneflow.imaging.decoded_layout import CACHE_SUFFIX
+from tuneflow.training.model import load_classifier
+from tuneflow.training.worker import TrainingJob
 
 
 def kill(run_dir) -> None:

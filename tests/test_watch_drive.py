@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tuneflow.flows.watch_drive import SeenRevision, WatchDriveConfig, decide, upload_event, upload_event_id
 from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
 from tuneflow.config import DriveSettings
-from tuneflow.drive import DriveFile
+from tuneflow.fetch.drive import DriveFile
 
 FILE_ID = "1AbCdEfGhIjKlMnOpQrStUv"
 
@@ -99,7 +99,7 @@ def test_ticks_against_the_emulator(prefect_server, drive_emulator, key_file, ti
 @pytest.mark.slow
 def test_an_unshared_file_fails_the_tick_with_the_reason(prefect_server, drive_emulator, key_file, tiny_archive):
     from tuneflow.flows.watch_drive import watch_drive
-    from tuneflow.drive import DriveAccessError
+    from tuneflow.fetch.drive import DriveAccessError
 
     hidden = drive_emulator.add_file("dataset.zip", tiny_archive, readers={"someone-else@example.com"})
     drive = DriveSettings(key_file=key_file, api_endpoint=drive_emulator.api_endpoint, http_timeout_s=5)

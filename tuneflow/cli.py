@@ -188,7 +188,7 @@ def format_probabilities(classes: list[str], probabilities) -> str:
 def resolve_model(model: str, data_root: Path) -> Path:
     """A run folder, a model version folder, or the word `current` (the model in use under data_root)."""
     if model == CURRENT_MODEL:
-        from tuneflow.model_registry import CURRENT_POINTER, current_version, models_dir
+        from tuneflow.registry.versions import CURRENT_POINTER, current_version, models_dir
 
         if current_version(data_root) is None:
             raise FileNotFoundError(
@@ -200,8 +200,8 @@ def resolve_model(model: str, data_root: Path) -> Path:
 
 
 def command_predict(options: argparse.Namespace) -> int:
-    from tuneflow.model import load_classifier
-    from tuneflow.predict import predict_target
+    from tuneflow.training.model import load_classifier
+    from tuneflow.evaluation.predict import predict_target
 
     target = Path(options.images)
     if not target.exists():
@@ -239,8 +239,8 @@ def command_predict(options: argparse.Namespace) -> int:
 
 
 def command_export(options: argparse.Namespace) -> int:
-    from tuneflow.export import ExportUnavailableError, export_model
-    from tuneflow.model import find_model_folder
+    from tuneflow.registry.export import ExportUnavailableError, export_model
+    from tuneflow.training.model import find_model_folder
 
     data_root = Path(options.data_root)
     try:
@@ -256,7 +256,7 @@ def command_export(options: argparse.Namespace) -> int:
 
 
 def command_sample(options: argparse.Namespace) -> int:
-    from tuneflow.sample import write_sample_dataset
+    from tuneflow.dataset.sample import write_sample_dataset
 
     path = write_sample_dataset(
         Path(options.path), images_per_class=options.images_per_class, image_size=options.image_size, seed=options.seed
@@ -266,8 +266,8 @@ def command_sample(options: argparse.Namespace) -> int:
 
 
 def command_demo(options: argparse.Namespace) -> int:
-    from tuneflow.weights import WeightsUnavailableError, download_imagenet_weights
-    from tuneflow.sample import write_sample_dataset
+    from tuneflow.fetch.weights import WeightsUnavailableError, download_imagenet_weights
+    from tuneflow.dataset.sample import write_sample_dataset
 
     started = time.perf_counter()
     start_prefect_api()  # first, while nothing else needs the CPU
@@ -310,8 +310,8 @@ def human_bytes(count: int) -> str:
 
 
 def command_runs(options: argparse.Namespace) -> int:
-    from tuneflow.model_registry import current_version
-    from tuneflow.retention import list_runs, prune_heavy_files
+    from tuneflow.registry.versions import current_version
+    from tuneflow.runs.retention import list_runs, prune_heavy_files
 
     data_root = Path(options.data_root)
     if options.action == "prune":
@@ -341,7 +341,7 @@ def command_runs(options: argparse.Namespace) -> int:
 
 
 def command_gpu_check(options: argparse.Namespace) -> int:
-    from tuneflow.gpu_check import describe, measure_training_speed
+    from tuneflow.training.gpu_check import describe, measure_training_speed
 
     try:
         settings = TrainingSettings(
@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("model", metavar="VERSION", help=f"`{CURRENT_MODEL}` (the model in use), a model version "
                         "folder (data/models/<version>) or a run folder (data/runs/<run id>)")
-    # tuneflow.export.FORMATS, not imported here: it imports TensorFlow (tests/test_export.py checks they agree).
+    # tuneflow.registry.export.FORMATS, not imported here: it imports TensorFlow (tests/test_export.py checks they agree).
     export.add_argument("--format", required=True, choices=("savedmodel", "onnx", "litert"),
                         help="savedmodel (TF Serving, tf.saved_model.load), onnx (onnxruntime) or litert (.tflite)")
     export.add_argument("--output", "-o", metavar="DIR", help="the folder to create (it must not exist). Default: "

@@ -2,7 +2,7 @@
 
 They live in the library, not next to the tasks that return them, so that the training process, the CLI and the
 tests can read and write them without importing Prefect. This module imports nothing heavier than pydantic.
-(PromotionDecision stays with the promotion rules in tuneflow.promotion.)
+(PromotionDecision stays with the promotion rules in tuneflow.registry.promotion.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The training input decodes with `tf.io.decode_image`, which crashes the whole ep
 not read WebP, CMYK JPEGs or Pillow's 16-bit modes. So every file that leaves this module is an RGB JPEG or an
 8-bit RGB PNG. Checking stays cheap for the common case: an RGB JPEG or PNG is checked from its header and its
 end marker (or chunk checksums) and written as is; only other files are decoded and re-encoded.
-`tuneflow.predict` puts every photo it predicts through `inspect_image` too, so it sees photos as training does.
+`tuneflow.evaluation.predict` puts every photo it predicts through `inspect_image` too, so it sees photos as training does.
 """
 
 from __future__ import annotations

@@ -1,0 +1,181 @@
+"""Decoded photos on disk, one file per photo named by the SHA-256 of its bytes, kept from one run to the next.
+
+Every epoch after the decoding pass reads pixels, not JPEGs; and since a weekly retrain sees last week's photos
+again, a store kept across runs (`data_root/cache/decoded/`, `storage.keep_decoded_photos`) means its decoding
+pass decodes only the photos that are new since then: the first epoch of a retrain on a growing dataset costs
+what its new photos cost.
+
+Layout (tuneflow.imaging.decoded_layout): `<store root>/<image_size>px-<decoder>/<sha256[:2]>/<sha256>.tensor`, each file one photo's uint8
+pixels, serialised. `<decoder>` is a fingerprint of the decoding code and TensorFlow's version: any change that
+could give other pixels for the same bytes starts a new store instead of mixing two decoders' output.
+
+Why not `tf.data.Dataset.cache()`: in memory it holds the whole decoded dataset (11 GB for Food-101 at 224 px),
+and a shuffle after it holds it all a second time; on disk it writes one file whose lockfile, left by a killed
+training process, makes every later run fail with "There appears to be a concurrent caching iterator running".
+Here the input pipeline shuffles the list of files (a few bytes per photo) and reads them in parallel, so memory
+stays a few batches whatever the dataset's size, and the operating system's page cache keeps small datasets in
+RAM anyway.
+
+Safe against kills and against runs side by side: a photo is decoded into a staging folder of its own pass and
+renamed into place once written whole (a rename is atomic), chunk by chunk, so a killed pass keeps what it
+finished and never leaves a half-written file under a photo's name; two runs decoding the same photo write the
+same bytes, and the last rename wins. Every use sets a file's modification time, which is how retention
+(`tuneflow.runs.retention`) tells which photos no kept run uses any more.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import tensorflow as tf
+
+from tuneflow.events import Emit
+from tuneflow.imaging import decoding as image_decoding
+from tuneflow.dataset import images as image_headers
+from tuneflow.imaging.decoded_layout import STAGING_PREFIX, STALE_STAGING_SECONDS, cache_file
+from tuneflow.imaging.decoding import HEADER_BYTES, DecodePlan, decode_with_plan, plan_decode_of_file
+
+# Progress events while decoding: about this many per pass, at least one per photo for tiny sets.
+PROGRESS_EVENTS_PER_PASS = 20
+
+
+
+@functools.cache
+def decoder_fingerprint() -> str:
+    """Changes whenever the same photo could decode to other pixels: the decoding code, TensorFlow's version."""
+    digest = hashlib.sha256(tf.__version__.encode())
+    for module in (image_decoding, image_headers):  # the decode plans, and the header scan they are made from
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def store_for(store_root: Path, image_size: int) -> Path:
+    return Path(store_root) / f"{image_size}px-{decoder_fingerprint()}"
+
+
+@functools.cache
+def cached_file_bytes(image_size: int) -> int:
+    """The size of every complete cache file at this image size: a shorter or longer one is damaged."""
+    return len(tf.io.serialize_tensor(tf.zeros((image_size, image_size, 3), tf.uint8)).numpy())
+
+
+def read_photo_header(path: str, image_size: int) -> tuple[str, DecodePlan]:
+    """(SHA-256 of the file's bytes, its decode plan)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        return hashlib.sha256(data).hexdigest(), plan_decode_of_file(path, image_size, head=data[:HEADER_BYTES])
+    except (OSError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
+        raise ValueError(
+            f"cannot read the image header of {path!r} ({type(error).__name__}: {error}); training reads the "
+            "photos preparation wrote: prepare the archive again (tuneflow retrain does) instead of editing them"
+        ) from error
+
+
+def is_whole(file: Path, image_size: int) -> bool:
+    try:
+        return file.stat().st_size == cached_file_bytes(image_size)
+    except OSError:
+        return False
+
+
+def remove_stale_staging(store: Path) -> None:
+    """Staging folders of passes killed long ago (a live pass's folder is never this old)."""
+    if not store.is_dir():
+        return
+    for staging in store.glob(f"{STAGING_PREFIX}*"):
+        try:
+            if time.time() - staging.stat().st_mtime > STALE_STAGING_SECONDS:
+                shutil.rmtree(staging, ignore_errors=True)
+        except FileNotFoundError:
+            continue
+
+
+def ensure_decoded_cache(
+    paths: list[str], image_size: int, store_root: Path, emit: Emit = lambda event: None, name: str = ""
+) -> list[str]:
+    """The cache file of each photo decoded at image_size, decoding only the photos the store does not hold.
+
+    Headers and digests are read by a thread per core (hashing and reading release the GIL); decoding runs in
+    parallel in a tf.data pipeline that writes each photo's pixels from TensorFlow itself; the Python loop only
+    renames finished chunks into place and counts for the progress events.
+    """
+    store = store_for(store_root, image_size)
+    store.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(store)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        headers = list(pool.map(lambda path: read_photo_header(path, image_size), paths))
+    files = [cache_file(store, digest) for digest, _ in headers]
+
+    # One decode per distinct photo the store lacks (or holds damaged); every other photo is a hit, marked used.
+    missing: dict[str, int] = {}
+    for index, ((digest, _), file) in enumerate(zip(headers, files)):
+        if digest in missing:
+            continue
+        if is_whole(file, image_size):
+            os.utime(file)
+        else:
+            missing[digest] = index
+    reused = len(paths) - sum(1 for digest, _ in headers if digest in missing)
+    if not missing:
+        emit({"event": "cache", "name": name, "state": "reused", "images": len(paths)})
+        return [str(file) for file in files]
+
+    staging = store / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        decode_into_store(paths, headers, files, list(missing.values()), image_size, staging, emit, name, reused)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    emit({"event": "cache", "name": name, "state": "complete", "images": len(paths), "decoded": len(missing),
+          "reused": reused})
+    return [str(file) for file in files]
+
+
+def decode_into_store(
+    paths: list[str], headers: list[tuple[str, DecodePlan]], files: list[Path], indices: list[int], image_size: int,
+    staging: Path, emit: Emit, name: str, reused: int,
+) -> None:
+    """Decode the photos at `indices` into staging, then rename each finished chunk to its place in the store."""
+    chunk = max(1, len(indices) // PROGRESS_EVENTS_PER_PASS)
+    progress = {"event": "cache", "name": name, "state": "decoding", "images": len(indices), "reused": reused,
+                "step": chunk}
+    emit({**progress, "done": 0})
+    staged = {index: str(staging / files[index].name) for index in indices}
+    # Each plan's photos decoded by a graph without conditionals (see tuneflow.imaging.decoding): the same pixels
+    # as decode_image, at a fraction of the cost per photo.
+    groups: dict[DecodePlan, list[int]] = {}
+    for index in indices:
+        groups.setdefault(headers[index][1], []).append(index)
+
+    def decode_group(plan: DecodePlan, members: list[int]) -> tf.data.Dataset:
+        def decode_and_write(index: tf.Tensor, source: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+            pixels = decode_with_plan(tf.io.read_file(source), image_size, plan)
+            with tf.control_dependencies([tf.io.write_file(target, tf.io.serialize_tensor(pixels))]):
+                return tf.identity(index)  # yielded once its file is written whole
+
+        sources = tf.data.Dataset.from_tensor_slices(
+            (members, [paths[i] for i in members], [staged[i] for i in members]))
+        return sources.map(decode_and_write, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+    done = 0
+    for written in functools.reduce(tf.data.Dataset.concatenate, [decode_group(*group) for group in groups.items()]
+                                    ).batch(chunk):
+        for index in written.numpy().tolist():
+            files[index].parent.mkdir(exist_ok=True)
+            os.replace(staged[index], files[index])
+        done += len(written)
+        emit({**progress, "done": done})
+
+
+def read_cached(file: tf.Tensor, image_size: int) -> tf.Tensor:
+    """One photo's pixels from its cache file."""
+    pixels = tf.io.parse_tensor(tf.io.read_file(file), tf.uint8)
+    return tf.ensure_shape(pixels, (image_size, image_size, 3))

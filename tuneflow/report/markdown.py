@@ -1,0 +1,265 @@
+"""The report as markdown: report.md, the dashboard's report artifact, and the per-class table they show.
+
+Pure functions of the metrics and records the report gathered (tuneflow.report.content); report.html is rendered from
+the same ReportContent by tuneflow.report.html, and tuneflow.report.dashboard embeds the figures for the artifact. Every
+name from the archive goes through tuneflow.report.text (escaped; — where a value is undefined).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from tuneflow.dataset import REASONS
+from tuneflow.dataset.prepare import MANIFEST_NAME, counts_table
+from tuneflow.report.html import ReportContent, findings, headline_top_k, label
+from tuneflow.report.text import UNDEFINED, escape, percent, table
+from tuneflow.evaluation.metrics import Metrics
+from tuneflow.registry.promotion import PromotionDecision
+from tuneflow.records import PreparedDataset
+
+PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support", "predicted"]
+
+
+def change_text(decision: PromotionDecision | None) -> str:
+    if decision is None:
+        return UNDEFINED
+    version = escape(decision.baseline.version) if decision.baseline else ""
+    if decision.baseline is None:
+        return "first model: none was in use"
+    if decision.comparison is None:
+        return f"not comparable: {version} has other classes"
+    if decision.accuracy_change is None:
+        return f"not compared: {version} trained on every one of these validation photos"
+    paired = decision.comparison
+    return (f"{decision.accuracy_change * 100:+.1f} points against {version} "
+            f"({paired.old_accuracy:.2%} on the {paired.compared} photos it never trained on)")
+
+
+def comparison_markdown(decision: PromotionDecision | None) -> list[str]:
+    """The paired comparison with the model in use: which photos, the 2x2 table, the test and the interval."""
+    paired = decision.comparison if decision else None
+    if paired is None:
+        return []
+    left_out = f"{paired.left_out} left out ({escape(paired.left_out_reason)})" if paired.left_out else "none left out"
+    lines = [
+        "## Compared with the model in use",
+        "",
+        f"Compared with {escape(decision.baseline.version)} on {paired.compared} validation photos it never trained on; "
+        f"{left_out}. Its predictions are in `current_model_predictions.csv`.",
+        "",
+    ]
+    if not paired.compared:
+        return lines
+    return lines + [
+        "| | model in use right | model in use wrong |",
+        "| --- | ---: | ---: |",
+        f"| new model right | {paired.both_right} | {paired.only_new_right} |",
+        f"| new model wrong | {paired.only_old_right} | {paired.both_wrong} |",
+        "",
+        f"Accuracy on these photos: new model {paired.new_accuracy:.2%}, model in use {paired.old_accuracy:.2%}; "
+        f"difference {paired.difference * 100:+.1f} points (95 % interval {paired.difference_low * 100:+.1f} to "
+        f"{paired.difference_high * 100:+.1f}); McNemar exact p = {paired.mcnemar_p:.3g}.",
+        "",
+    ]
+
+
+def decision_text(decision: PromotionDecision | None) -> str:
+    if decision is None:
+        return ""
+    verdict = "Promoted" if decision.promoted else "Not promoted"
+    return f"**{verdict}:** {escape(decision.reason)}"
+
+
+def per_class_frame(metrics: Metrics, current: Metrics | None = None) -> pd.DataFrame:
+    """Per class: precision, recall, F1, support, predicted (and the F1 of the model in use); None where undefined."""
+    frame = pd.DataFrame(
+        [{"class": name, **metrics.per_class[name].model_dump()} for name in metrics.classes]
+    )[PER_CLASS_COLUMNS]
+    if current is not None:
+        frame["f1_model_in_use"] = [
+            current.per_class[name].f1 if name in current.per_class else None for name in metrics.classes
+        ]
+    frame = frame.astype(object)
+    return frame.where(frame.notna(), None)
+
+
+def per_class_rows(metrics: Metrics, current: Metrics | None = None) -> list[dict]:
+    """The per-class table artifact: scores rounded to 4 decimals, undefined values as UNDEFINED (—)."""
+    return [
+        {key: UNDEFINED if value is None else (round(value, 4) if isinstance(value, float) else value)
+         for key, value in row.items()}
+        for row in per_class_frame(metrics, current).to_dict("records")
+    ]
+
+
+def per_class_markdown(metrics: Metrics, current: Metrics | None = None) -> str:
+    """The per-class table as markdown: names escaped, scores to 3 decimals, — where undefined."""
+    frame = per_class_frame(metrics, current)
+    columns = [c.replace("_", " ") for c in frame.columns]
+    numeric = {c for c in columns if c != "class"}
+    return table(columns, frame.values.tolist(), right=numeric)
+
+
+def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision | None) -> list[str]:
+    k = headline_top_k(metrics)
+    rows = [
+        ("validation accuracy", f"**{metrics.accuracy:.2%}** ({metrics.num_correct} of {metrics.num_images} images)"),
+        ("change vs model in use", change_text(decision)),
+        *([(f"top-{k} accuracy", percent(metrics.top_k_accuracy[k]))] if k else []),
+        ("macro F1 / weighted F1", f"{metrics.macro.f1:.3f} / {metrics.weighted.f1:.3f}"),
+        ("calibration", f"mean confidence {percent(metrics.calibration.mean_confidence)}, "
+                        f"expected calibration error {percent(metrics.calibration.expected_calibration_error)}"),
+    ]
+    notes = findings(metrics)
+    return [
+        f"# Retraining run {escape(run_id)}",
+        "",
+        f"**Validation accuracy: {metrics.accuracy:.2%}**, {len(metrics.classes)} classes.",
+        "",
+        decision_text(decision),
+        "",
+        "| | |",
+        "| --- | --- |",
+        *[f"| {label} | {value} |" for label, value in rows],
+        "",
+        *[f"- {escape(note)}" for note in notes],
+        *([""] if notes else []),
+    ]
+
+
+def confused_markdown(metrics: Metrics) -> list[str]:
+    if not metrics.most_confused:
+        return ["No validation image was misclassified.", ""]
+    return [
+        f"- {escape(p.true_class)} → {escape(p.predicted_class)}: {p.count} images "
+        f"({p.share_of_class:.0%} of {escape(p.true_class)})"
+        for p in metrics.most_confused
+    ] + [""]
+
+
+def confusion_markdown(metrics: Metrics) -> str:
+    """The confusion matrix as a table: rows true classes, columns predicted."""
+    rows = [[name, *counts] for name, counts in zip(metrics.classes, metrics.confusion)]
+    return table(["true \\ predicted", *metrics.classes], rows, right=set(metrics.classes))
+
+
+def history_markdown(history: pd.DataFrame) -> str:
+    """history.csv as a table: one row per epoch, losses and accuracies to 4 decimals, — where missing."""
+    rows = history.astype(object).where(history.notna(), None).values.tolist()
+    return table(list(history.columns), rows, spec=".4f", right=set(history.columns) - {"phase"})
+
+
+def image_markdown(uri: str | None, alt: str) -> list[str]:
+    """An image paragraph (alt is ours, never archive text), or nothing when there is no such figure."""
+    return [f"![{escape(alt)}]({uri})", ""] if uri else []
+
+
+def render_summary_markdown(
+    content: ReportContent, figures: dict[str, str], mistakes: list[str], report_location: str
+) -> str:
+    """The dashboard's report artifact: headline, decision, per class, where it fails, training, and the figures.
+
+    `figures` maps a figure name to its image URI (data: URIs in the dashboard), `mistakes` is the markdown of the
+    most confident mistakes, `report_location` a paragraph saying where report.html is.
+    """
+    metrics = content.metrics
+    return "\n".join([
+        *headline_markdown(content.run_id, metrics, content.decision),
+        *comparison_markdown(content.decision),
+        "## Per class",
+        "",
+        *image_markdown(figures.get("per_class"), "precision, recall and F1 per class"),
+        per_class_markdown(metrics, content.current_metrics),
+        "",
+        "## Where it goes wrong",
+        "",
+        *confused_markdown(metrics),
+        *image_markdown(figures.get("confusion"), "confusion matrix"),
+        *mistakes,
+        "## Training",
+        "",
+        *image_markdown(figures.get("curves"), "training curves"),
+        "## Across retrainings",
+        "",
+        *image_markdown(figures.get("history"), "validation accuracy of every model version"),
+        "Every model version, with its data and whether it was promoted: the `retrain-history` artifact.",
+        "",
+        "## The full report",
+        "",
+        report_location,
+        "",
+    ])
+
+
+def data_section(dataset: PreparedDataset) -> list[str]:
+    """Images per class and split, files passed over by reason, and what the prepare step noticed."""
+    source = f"; reused the preparation in {escape(dataset.reused_from)}" if dataset.reused_from else ""
+    counts = counts_table(dataset)
+    counts.index = [escape(name) for name in counts.index]
+    counts.index.name = "class"
+    lines = [
+        f"{dataset.total:,} images from {dataset.files_seen:,} files in the archive, "
+        f"{'split by seed' if dataset.split_method == 'seeded' else 'split as the archive gave it'}; every file is "
+        f"listed with its status in `{MANIFEST_NAME}`{source}.",
+        "",
+        counts.to_markdown(),
+    ]
+    passed_over = [
+        (status, escape(reason), count, escape(REASONS.get(reason, "")))
+        for status, by_reason in (("skipped", dataset.skipped), ("ignored", dataset.ignored))
+        for reason, count in by_reason.items()
+    ]
+    if passed_over:
+        passed = pd.DataFrame(passed_over, columns=["status", "reason", "files", "meaning"])
+        lines += ["", passed.to_markdown(index=False)]
+    if dataset.notes:
+        lines += ["", *[f"- {escape(note)}" for note in dataset.notes]]
+    return lines
+
+
+def render_markdown(content: ReportContent, figure_files: dict[str, str]) -> str:
+    """report.md: the whole report as markdown, with the figures as files next to it."""
+    metrics = content.metrics
+    provenance = content.archive.model_dump(mode="json")
+    return "\n".join([
+        *headline_markdown(content.run_id, metrics, content.decision),
+        *comparison_markdown(content.decision),
+        "## Per class",
+        "",
+        *image_markdown(figure_files.get("per_class"), "precision, recall and F1 per class"),
+        per_class_markdown(metrics, content.current_metrics),
+        "",
+        "Top-k accuracy: " + ", ".join(f"top-{k} {percent(v)}" for k, v in metrics.top_k_accuracy.items()) + ".",
+        "",
+        "## Where it goes wrong",
+        "",
+        *confused_markdown(metrics),
+        *image_markdown(figure_files.get("confusion"), "confusion matrix"),
+        confusion_markdown(metrics),
+        "",
+        "## Calibration",
+        "",
+        *image_markdown(figure_files.get("calibration"), "reliability diagram"),
+        "## Training",
+        "",
+        *image_markdown(figure_files.get("curves"), "training curves"),
+        history_markdown(content.history),
+        "",
+        "## Across retrainings",
+        "",
+        *image_markdown(figure_files.get("history"), "validation accuracy of every model version"),
+        "## Data",
+        "",
+        *data_section(content.dataset),
+        "",
+        table(["provenance", "value"], [[label(key), value] for key, value in provenance.items()]),
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(content.config, indent=2),
+        "```",
+        "",
+    ])

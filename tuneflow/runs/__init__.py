@@ -1,0 +1,1 @@
+"""Run folders, and what stays on disk as runs pile up."""

@@ -1,0 +1,1 @@
+"""Training the classifier: the model, the recipe's phases, devices and precision, checkpoints, the training process."""

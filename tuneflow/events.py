@@ -17,6 +17,8 @@ from tuneflow.records import TrainedModel
 
 
 class Event(BaseModel):
+    """One thing the training process reports; a sent event does not change."""
+
     model_config = ConfigDict(frozen=True)
 
 
@@ -165,6 +167,7 @@ def read_event_line(line: str) -> ReceivedEvent:
         return parse_event(text)
     except ValidationError as error:
         problems = [
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors(include_url=False)
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors(include_url=False)
         ]
         return UnreadableEvent(line=text, problem="; ".join(problems[:3]))

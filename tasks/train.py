@@ -14,9 +14,25 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from tuneflow.config import TrainingSettings
+from tuneflow.events import EpochFinished, Notice, Output, Progress, ReceivedEvent, UnreadableEvent
 from tuneflow.records import PreparedDataset, TrainedModel
 from tuneflow.training.worker import TrainingJob
 from tuneflow.training.process import describe_event, run_training_process
+
+
+def log_event(logger: logging.Logger | logging.LoggerAdapter, event: ReceivedEvent) -> None:
+    """One line in the run's log for the events worth one; a warning for a notice or a line no event could be read
+    from, so that a newer or broken training process shows up there instead of stopping the run."""
+    message = describe_event(event)
+    if message:
+        match event:
+            case Output():
+                level = logging.DEBUG
+            case Notice() | UnreadableEvent():
+                level = logging.WARNING
+            case _:
+                level = logging.INFO
+        logger.log(level, message)
 
 
 @task(name="fine-tune")
@@ -32,14 +48,11 @@ def fine_tune(
     logger = get_run_logger()
     progress_id = create_progress_artifact(progress=0.0, key="training-progress", description=f"training {run_dir.name}")
 
-    def on_event(event: dict) -> None:
-        message = describe_event(event)
-        if message:
-            level = {"output": logging.DEBUG, "notice": logging.WARNING}.get(event["event"], logging.INFO)
-            logger.log(level, message)
-        if event["event"] in {"progress", "epoch"}:
-            done = event.get("epochs_done", event.get("epoch", 0))
-            update_progress_artifact(progress_id, progress=min(100.0, 100.0 * done / event["total_epochs"]))
+    def on_event(event: ReceivedEvent) -> None:
+        log_event(logger, event)
+        match event:
+            case Progress(epochs_done=done, total_epochs=total) | EpochFinished(epoch=done, total_epochs=total):
+                update_progress_artifact(progress_id, progress=min(100.0, 100.0 * done / total))
 
     timeout = settings.timeout_minutes * 60 if settings.timeout_minutes else None
     return run_training_process(

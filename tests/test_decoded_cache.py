@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tuneflow.events import PhotosDecoded, PhotosDecoding, PhotosReused, TrainingEvent
 from tuneflow.imaging.decoded_cache import cached_file_bytes, ensure_decoded_cache, read_cached
 from tuneflow.imaging.decoded_layout import CACHE_SUFFIX, STAGING_PREFIX
 from tuneflow.imaging.decoding import decode_image
@@ -68,12 +69,14 @@ def test_a_photo_whose_header_cannot_be_read_is_named(tmp_path):
     assert not list((tmp_path / "cache").rglob(f"*{CACHE_SUFFIX}"))
 
 
-def decoding_events(events: list[dict]) -> tuple[int, int]:
+def decoding_events(events: list[TrainingEvent]) -> tuple[int, int]:
     """(photos decoded, photos reused) as the pass reported them."""
-    last = events[-1]
-    if last["state"] == "reused":
-        return 0, last["images"]
-    return last["decoded"], last["reused"]
+    match events[-1]:
+        case PhotosReused(images=images):
+            return 0, images
+        case PhotosDecoded(decoded=decoded, reused=reused):
+            return decoded, reused
+    raise AssertionError(f"the pass ended without saying what it decoded: {events[-1]!r}")
 
 
 def test_a_damaged_or_missing_photo_is_decoded_again_and_whole_ones_are_reused(tiny_dataset, tmp_path):
@@ -90,7 +93,7 @@ def test_a_damaged_or_missing_photo_is_decoded_again_and_whole_ones_are_reused(t
                                   decode_image(tf.io.read_file(paths[9]), 32).numpy())
     events = []
     ensure_decoded_cache(paths, 32, cache, events.append)
-    assert [e["state"] for e in events] == ["reused"]
+    assert [type(e) for e in events] == [PhotosReused]
     # Another size never reuses it: a store of its own.
     events = []
     other = ensure_decoded_cache(paths, 48, cache, events.append)
@@ -130,7 +133,7 @@ def test_a_pass_stopped_midway_keeps_what_it_finished_and_no_half_written_photo(
     paths, cache = photos(tiny_dataset), tmp_path / "cache"
 
     def stop_after_the_first_chunk(event):
-        if event["state"] == "decoding" and event["done"] > 0:
+        if isinstance(event, PhotosDecoding) and event.done > 0:
             raise KeyboardInterrupt  # what stopping the training process does to the pass
 
     with pytest.raises(KeyboardInterrupt):

@@ -18,6 +18,9 @@ import pytest
 from tests.loopback import free_port
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tests.records import head_only_training
+from tuneflow.events import (
+    EpochFinished, ReceivedEvent, TrainingDone, TrainingStarted, WaitingForWorkers, read_event_line,
+)
 from tuneflow.records import TrainedModel
 from tuneflow.training.process import TrainingFailed, describe_event, run_training_process
 from tuneflow.config import TrainingSettings
@@ -29,13 +32,13 @@ def worker_config(workers: list[str], index: int) -> str:
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
 
 
-def train_on_two_workers(job: TrainingJob) -> tuple[TrainedModel, list[dict], dict]:
+def train_on_two_workers(job: TrainingJob) -> tuple[TrainedModel, list[ReceivedEvent], TrainedModel]:
     """The documented way: the chief's run writes train_job.json, the other machine runs the worker on that file.
 
     Returns the chief's result and events, and the second worker's result.
     """
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    chief_events: list[dict] = []
+    chief_events: list[ReceivedEvent] = []
     job_file = job.run_dir / "train_job.json"
     job_file.unlink(missing_ok=True)
     with ThreadPoolExecutor(1) as pool:
@@ -49,8 +52,8 @@ def train_on_two_workers(job: TrainingJob) -> tuple[TrainedModel, list[dict], di
         )
         result = chief.result()
     assert second.returncode == 0, second.stderr[-3000:]
-    events = [json.loads(line) for line in second.stdout.splitlines() if line.startswith("{")]
-    second_result = next(event for event in events if event.get("event") == "done")["result"]
+    events = [read_event_line(line) for line in second.stdout.splitlines()]
+    second_result = next(event for event in events if isinstance(event, TrainingDone)).result
     return result, chief_events, second_result
 
 
@@ -67,8 +70,8 @@ def assert_same_trained_weights(run_dir: Path) -> keras.Model:
     return chief_model
 
 
-def epochs_trained(events: list[dict]) -> list[int]:
-    return [event["epoch"] for event in events if event["event"] == "epoch"]
+def epochs_trained(events: list[ReceivedEvent]) -> list[int]:
+    return [event.epoch for event in events if isinstance(event, EpochFinished)]
 
 
 def test_a_training_set_smaller_than_one_batch_fails_before_waiting_for_the_other_machines(tiny_dataset, tmp_path):
@@ -111,13 +114,13 @@ def test_two_processes_on_localhost_resume_together_and_train_the_same_weights(t
                       run_dir=tmp_path)
     result, chief_events, second_result = train_on_two_workers(job)
 
-    assert result.replicas == second_result["replicas"] == 2
-    waiting = describe_event(next(e for e in chief_events if e["event"] == "waiting-for-workers"))
+    assert result.replicas == second_result.replicas == 2
+    waiting = describe_event(next(e for e in chief_events if isinstance(e, WaitingForWorkers)))
     assert "TF_CONFIG describes 2 machines" in waiting and "python -m tuneflow.training.worker" in waiting
-    start = describe_event(next(e for e in chief_events if e["event"] == "start"))
+    start = describe_event(next(e for e in chief_events if isinstance(e, TrainingStarted)))
     assert "(2 replica(s), worker 0 of 2 machines, float32)" in start
     # The chief had finished epoch 2, worker 1 only epoch 1: both go back to epoch 1, the last they both finished.
-    assert result.resumed_from_epoch == second_result["resumed_from_epoch"] == 1
+    assert result.resumed_from_epoch == second_result.resumed_from_epoch == 1
     assert result.epochs_run == 3 and epochs_trained(chief_events) == [2, 3]
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3] and history["accuracy"].between(0, 1).all()

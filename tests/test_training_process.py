@@ -14,10 +14,14 @@ from tuneflow.training.process import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tests.records import head_only_training
 from tuneflow.config import TrainingSettings
+from tuneflow.events import EpochFinished, PhotosDecoded, PhotosDecoding, PhotosReused
 from tuneflow.imaging.decoded_cache import cached_file_bytes
 from tuneflow.imaging.decoded_layout import CACHE_SUFFIX
 from tuneflow.training.model import load_classifier
 from tuneflow.training.worker import TrainingJob
+
+
+DECODED_STORE_EVENTS = (PhotosReused, PhotosDecoding, PhotosDecoded)
 
 
 def kill(run_dir) -> None:
@@ -43,7 +47,7 @@ def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(
     def kill_while_caching(event):
         # At the start of the decoding pass: the pipeline takes a moment to build, so the kill lands before the
         # pass completes (tests/test_decoded_cache.py leaves a half-written cache deterministically).
-        if event["event"] == "cache" and event["state"] == "decoding":
+        if isinstance(event, PhotosDecoding):
             kill(tmp_path)
 
     with pytest.raises(TrainingFailed, match="exited with code -9"):
@@ -53,22 +57,23 @@ def test_killed_training_resumes_from_its_last_epoch_even_on_two_replicas(
     assert {file.stat().st_size for file in cached_photos()} <= {cached_file_bytes(settings.image_size)}
 
     def kill_after_first_epoch(event):
-        if event["event"] == "epoch" and event["epoch"] == 1:
+        if isinstance(event, EpochFinished) and event.epoch == 1:
             kill(tmp_path)
 
     events = []
     with pytest.raises(TrainingFailed, match="exited with code -9"):
         run_training_process(job, lambda event: (events.append(event), kill_after_first_epoch(event)))
     assert not (tmp_path / "model.keras").exists()
-    assert [e["state"] for e in events if e["event"] == "cache"][-1] == "complete"  # what was missing, decoded
+    assert isinstance([e for e in events if isinstance(e, DECODED_STORE_EVENTS)][-1], PhotosDecoded)  # the rest
     assert len(cached_photos()) == photos
 
     events = []
     result = run_training_process(job.model_copy(update={"cpu_replicas": 2}), events.append)
     assert result.replicas == 2 and len(result.devices) == 2
     assert result.resumed_from_epoch == 1 and result.epochs_run == 2
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
-    assert {e["state"] for e in events if e["event"] == "cache"} == {"reused"}  # all there: nothing decoded again
+    assert [e.epoch for e in events if isinstance(e, EpochFinished)] == [2]
+    # All there: nothing decoded again.
+    assert {type(e) for e in events if isinstance(e, DECODED_STORE_EVENTS)} == {PhotosReused}
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert load_classifier(tmp_path)[1] == ["apple_pie", "pizza", "sashimi"]

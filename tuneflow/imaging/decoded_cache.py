@@ -36,7 +36,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tuneflow.events import Emit
+from tuneflow.events import Emit, PhotosDecoded, PhotosDecoding, PhotosReused
 from tuneflow.imaging import decoding as image_decoding
 from tuneflow.dataset import images as image_headers
 from tuneflow.imaging.decoded_layout import STAGING_PREFIX, STALE_STAGING_SECONDS, cache_file
@@ -125,7 +125,7 @@ def ensure_decoded_cache(
             missing[digest] = index
     reused = len(paths) - sum(1 for digest, _ in headers if digest in missing)
     if not missing:
-        emit({"event": "cache", "name": name, "state": "reused", "images": len(paths)})
+        emit(PhotosReused(name=name, images=len(paths)))
         return [str(file) for file in files]
 
     staging = store / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -134,8 +134,7 @@ def ensure_decoded_cache(
         decode_into_store(paths, headers, files, list(missing.values()), image_size, staging, emit, name, reused)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    emit({"event": "cache", "name": name, "state": "complete", "images": len(paths), "decoded": len(missing),
-          "reused": reused})
+    emit(PhotosDecoded(name=name, images=len(paths), decoded=len(missing), reused=reused))
     return [str(file) for file in files]
 
 
@@ -145,9 +144,8 @@ def decode_into_store(
 ) -> None:
     """Decode the photos at `indices` into staging, then rename each finished chunk to its place in the store."""
     chunk = max(1, len(indices) // PROGRESS_EVENTS_PER_PASS)
-    progress = {"event": "cache", "name": name, "state": "decoding", "images": len(indices), "reused": reused,
-                "step": chunk}
-    emit({**progress, "done": 0})
+    progress = PhotosDecoding(name=name, images=len(indices), reused=reused, step=chunk, done=0)
+    emit(progress)
     staged = {index: str(staging / files[index].name) for index in indices}
     # Each plan's photos decoded by a graph without conditionals (see tuneflow.imaging.decoding): the same pixels
     # as decode_image, at a fraction of the cost per photo.
@@ -172,7 +170,7 @@ def decode_into_store(
             files[index].parent.mkdir(exist_ok=True)
             os.replace(staged[index], files[index])
         done += len(written)
-        emit({**progress, "done": done})
+        emit(progress.model_copy(update={"done": done}))
 
 
 def read_cached(file: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 
 from tuneflow.atomic_files import write_json_atomically
-from tuneflow.events import Emit
+from tuneflow.events import Emit, EpochFinished, Progress
 from tuneflow.training.phases import Phase
 
 HISTORY_FILE = "history.csv"
@@ -50,7 +50,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.every == 0:
             done = self.epoch + (batch + 1) / self.steps_per_epoch
-            self.emit({"event": "progress", "epochs_done": round(done, 3), "total_epochs": self.total_epochs})
+            self.emit(Progress(epochs_done=round(done, 3), total_epochs=self.total_epochs))
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.started
@@ -64,7 +64,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         partial.replace(epoch_checkpoint(self.checkpoint_dir, epoch + 1))
         write_json_atomically(self.checkpoint_dir / STATE_FILE, {"epochs_done": epoch + 1, "phase": self.phase.name})
         epoch_checkpoint(self.checkpoint_dir, epoch - 1).unlink(missing_ok=True)
-        self.emit({"event": "epoch", **row, "total_epochs": self.total_epochs})
+        self.emit(EpochFinished(**row, total_epochs=self.total_epochs))
 
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]

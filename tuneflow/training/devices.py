@@ -11,7 +11,7 @@ import tensorflow as tf
 from pydantic import BaseModel
 
 from tuneflow.config import TrainingSettings
-from tuneflow.events import Emit
+from tuneflow.events import Emit, WaitingForWorkers
 
 
 class DeviceSetup(BaseModel):
@@ -59,7 +59,7 @@ def configure_devices(
     chief, index = chief_and_index(tf_config)
     if cluster_size(tf_config) > 1:
         # Creating the strategy blocks until every machine of the cluster has connected: say so, or it looks hung.
-        emit({"event": "waiting-for-workers", "cluster": tf_config["cluster"], "task": tf_config.get("task", {})})
+        emit(WaitingForWorkers(cluster=tf_config["cluster"], task=tf_config.get("task", {})))
         strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif cpu_replicas > 1 and not gpus:
         cpu = tf.config.list_physical_devices("CPU")[0]

@@ -22,7 +22,7 @@ import keras
 
 from tuneflow.atomic_files import write_json_atomically
 from tuneflow.config import TrainingSettings
-from tuneflow.events import Emit
+from tuneflow.events import Emit, Notice, Resumed, TrainingStarted
 from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 from tuneflow.records import PreparedDataset, TrainedModel
 from tuneflow.training.across_machines import agree_on_epochs_done, fit_across_machines
@@ -107,15 +107,16 @@ def train_classifier(
             )
     truncate_history(history_path, epochs_done)
     resumed_from = epochs_done
-    emit({"event": "start", "devices": setup.devices, "replicas": setup.replicas, "precision": setup.precision,
-          "workers": setup.workers, "worker_index": setup.worker_index,
-          "train_images": len(train_paths), "val_images": len(val_paths), "classes": classes,
-          "weights": str(weights_path) if weights_path else "random initialisation",
-          "resumed_from_epoch": resumed_from, "total_epochs": total_epochs})
+    emit(TrainingStarted(
+        devices=setup.devices, replicas=setup.replicas, precision=setup.precision, workers=setup.workers,
+        worker_index=setup.worker_index, train_images=len(train_paths), val_images=len(val_paths), classes=classes,
+        weights=str(weights_path) if weights_path else "random initialisation", resumed_from_epoch=resumed_from,
+        total_epochs=total_epochs,
+    ))
 
     if across_machines and settings.jit_compile:
-        emit({"event": "notice", "message": "jit_compile is not applied when training across machines: the "
-              "custom training loop runs its steps as plain tf.functions"})
+        emit(Notice(message="jit_compile is not applied when training across machines: the custom training loop "
+                    "runs its steps as plain tf.functions"))
     started = time.perf_counter()
     for phase in phases:
         if epochs_done >= phase.end_epoch:
@@ -137,7 +138,7 @@ def train_classifier(
             # Mid-phase this restores the optimizer too; at a phase boundary Keras skips the old optimizer's
             # state (it has other variables) and the new phase starts its optimizer afresh, as uninterrupted.
             model.load_weights(epoch_checkpoint(checkpoint_dir, epochs_done))
-            emit({"event": "resumed", "epochs_done": epochs_done, "phase": phase.name})
+            emit(Resumed(epochs_done=epochs_done, phase=phase.name))
         checkpointing = EpochCheckpoint(
             phase, checkpoint_dir, history_path, setup.is_chief, emit, steps_per_epoch, total_epochs
         )

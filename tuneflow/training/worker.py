@@ -1,14 +1,13 @@
 """The training process: `python -m tuneflow.training.worker JOB.json`.
 
 Training runs in its own process so that stopping it (a cancelled or timed-out flow, a killed worker) really
-frees the GPU: a thread running model.fit can't be interrupted. It prints one JSON event per line on stdout for
-its supervisor (tuneflow.training.process); TensorFlow's own chatter goes to stderr, which the supervisor keeps
-in train.log.
+frees the GPU: a thread running model.fit can't be interrupted. It prints one event per line on stdout (JSON, the
+models of tuneflow.events) for its supervisor (tuneflow.training.process); TensorFlow's own chatter goes to
+stderr, which the supervisor keeps in train.log.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tuneflow.config import TrainingSettings
+from tuneflow.events import TrainingDone, TrainingEvent
 from tuneflow.records import PreparedDataset
 
 PARENT_CHECK_SECONDS = 2.0
@@ -36,8 +36,8 @@ class TrainingJob(BaseModel):
     decoded_store: Path | None = None
 
 
-def emit(event: dict) -> None:
-    print(json.dumps(event), flush=True)
+def emit(event: TrainingEvent) -> None:
+    print(event.model_dump_json(), flush=True)
 
 
 def exit_when_orphaned(parent_pid: int) -> None:
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         job.dataset, job.settings, job.weights_path, job.seed, job.run_dir, emit=emit, cpu_replicas=job.cpu_replicas,
         decoded_store=job.decoded_store,
     )
-    emit({"event": "done", "result": result.model_dump(mode="json")})
+    emit(TrainingDone(result=result))
     return 0
 
 

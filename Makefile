@@ -26,7 +26,8 @@ demo: $(INSTALLED)
 # Install what the tests need and run them all (the slow ones too), a file per worker process: most of a
 # test's time is tracing ResNet50, one core's work, and much of the rest waiting on servers and processes, so
 # three workers keep two cores busy (measured side by side: 6m37 with three, 7m25 with two).
-# Files go out in collection order (tests/conftest.py puts the longest first), not xdist's most-tests-first.
+# Files go out in collection order, not xdist's most-tests-first: tests/file_order.py puts the longest first,
+# as the last run measured them (pytest's cache), or on a fresh clone by what their tests use.
 # Beside them the field check: the wheel installed in a fresh environment outside the checkout, run as a user
 # would, and `make demo` (scripts/test_with_field_check.sh prints its output after the tests').
 TEST_WORKERS ?= 3

@@ -19,35 +19,21 @@ os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 import pytest  # noqa: E402
 
+from tests import file_order  # noqa: E402
 from tuneflow.dataset.sample import write_sample_dataset  # noqa: E402
 
 TINY_CLASSES = ("apple_pie", "pizza", "sashimi")
-# The longest test files, longest first (measured with --durations in a fresh-clone CI run, three workers on 2
-# cores, 2026-12-03: deployments ~210 s, flow ~160, export ~120, training_process ~120, training ~115,
-# multi_worker ~95, promotion ~80, predict ~30; all the others together ~100). `make test` hands whole files to
-# the pytest-xdist workers in collection order (--no-loadscope-reorder), each worker holding its current file and
-# the next one; a long file handed out last would leave the others idle at the end, so the short ones go last
-# and even out the finish.
-LONGEST_FILES_FIRST = (
-    "test_deployments.py",
-    "test_flow.py",
-    "test_export.py",
-    "test_training_process.py",
-    "test_training.py",
-    "test_multi_worker.py",
-    "test_promotion.py",
-    "test_predict.py",
-)
-
-
 # Fixtures that start a Prefect server or train ResNet50: a test using one (directly or through another fixture)
 # must be marked slow, or `make test-fast` (-m "not slow") would start servers and train after all.
 SLOW_FIXTURES = ("prefect_server", "local_stack", "dashboard_server", "two_phase_run")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep pytest's order
+def pytest_configure(config: pytest.Config) -> None:
+    file_order.register(config)  # records test durations, to hand the longest files to the xdist workers first
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    file_order.sort_longest_files_first(config, items)
     unmarked = [
         f"{item.nodeid} (uses {', '.join(sorted(set(SLOW_FIXTURES) & set(item.fixturenames)))})"
         for item in items

@@ -42,6 +42,20 @@ def chief_and_index(tf_config: dict) -> tuple[bool, int]:
     return kind == "worker" and index == 0, index
 
 
+def compute_capabilities(gpus: list[tf.config.PhysicalDevice]) -> list[tuple[int, int]]:
+    """Each GPU's CUDA compute capability, (0, 0) where TensorFlow reports none (reading it starts no device)."""
+    return [tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) for gpu in gpus]
+
+
+def choose_precision(requested: str, compute_capabilities: list[tuple[int, int]]) -> str:
+    """The Keras precision policy to train in: `requested` itself, or for "auto" the best one for GPUs of these
+    compute capabilities (an empty list: training runs on the CPU)."""
+    if requested != "auto":
+        return requested
+    # Tensor cores (Volta, 7.0, and newer) make float16 fast; on CPUs and older GPUs it only costs accuracy.
+    return "mixed_float16" if compute_capabilities and min(compute_capabilities) >= (7, 0) else "float32"
+
+
 def configure_devices(
     settings: TrainingSettings, cpu_replicas: int = 1, emit: Emit = lambda event: None
 ) -> tuple[tf.distribute.Strategy, DeviceSetup]:
@@ -70,11 +84,7 @@ def configure_devices(
     else:
         strategy = tf.distribute.get_strategy()
 
-    precision = settings.precision
-    if precision == "auto":
-        capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus]
-        # Tensor cores (Volta, 7.0, and newer) make float16 fast; on CPUs and older GPUs it only costs accuracy.
-        precision = "mixed_float16" if capabilities and min(capabilities) >= (7, 0) else "float32"
+    precision = choose_precision(settings.precision, compute_capabilities(gpus))
     keras.mixed_precision.set_global_policy(precision)
     devices = [d.name for d in (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))]
     return strategy, DeviceSetup(

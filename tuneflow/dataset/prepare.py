@@ -41,7 +41,7 @@ MANIFEST_NAME = "manifest.csv"
 # The record of a finished preparation, inside its dataset folder: a resumed run finds it and reuses the folder.
 PREPARED_RECORD = "prepared.json"
 # Bump when the same archive and settings would now prepare differently, so cached datasets are not reused.
-PREPARE_VERSION = 2  # 2: the split follows each photo's content; photos under two classes are left out
+PREPARE_VERSION = 3  # 2: split by content, photos under two classes left out; 3: copies settled before the split
 STALE_PARTIAL_SECONDS = 24 * 3600  # a build folder this old belongs to a crashed run, not a running one
 LAYOUT_NAMES = {
     "food-101": "Food-101 (images/<class>/ + meta/)",

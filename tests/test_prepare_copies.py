@@ -113,7 +113,8 @@ def archives(draw) -> tuple[list[File], list[File], dict]:
              range(10 * c, 10 * c + draw(st.integers(2, 7)))]  # fmt: skip
     copies = draw(st.lists(st.tuples(st.sampled_from(labels), st.sampled_from(owned)), max_size=6))
     files = []
-    for number, (label, photo_number) in enumerate(owned + [(label, photo_number) for label, (_, photo_number) in copies]):
+    filed = owned + [(label, photo_number) for label, (_, photo_number) in copies]
+    for number, (label, photo_number) in enumerate(filed):
         prefix = draw(st.sampled_from(["a", "m", "z"]))  # which copy of a photo sorts first
         side = draw(st.sampled_from(["train", "val"])) if split_layout else None
         damaged = draw(st.integers(0, 9)) == 9  # one file in 10 damaged in the zip (0, the simplest, is intact)
@@ -239,3 +240,55 @@ def test_a_damaged_copy_under_another_class_does_not_cost_the_intact_one(tmp_pat
         rows = table.set_index("path")
         assert rows.loc["pizza/x.jpg", "status"] == "kept"
         assert rows.loc[f"{damaged_first}/x.jpg", "reason"] in ("read-error", "over-per-class-count")
+
+
+# ------------------------------------------------------------------------------- a stray folder of copies
+
+
+def stray_folder_archive(tmp_path: Path) -> Path:
+    """Two real classes and 'testpile', made only of copies of their photos (as in the real Food-101 upload)."""
+    files = [File(f"food/{label}/{i:03d}.jpg", label, None, base + i, False)
+             for label, base in (("pizza", 0), ("sushi", 100)) for i in range(8)]  # fmt: skip
+    files += [File(f"food/testpile/{i}.jpg", "testpile", None, number, False) for i, number in enumerate((1, 2, 101))]
+    return write_archive(tmp_path / "d.zip", files)
+
+
+@pytest.mark.parametrize("counts", [{}, {"train_per_class": 2, "val_per_class": 1}])
+def test_a_stray_folder_of_copies_says_how_to_leave_it_out_and_can_be(tmp_path, counts):
+    archive = stray_folder_archive(tmp_path)
+    with pytest.raises(ValueError, match=r"class 'testpile' has 0 usable images of 3 files \(3 skipped: 3 "
+                       r"label-conflict\).* leave the class out: --exclude-classes testpile "
+                       r"\(data\.exclude_classes=\['testpile'\] in a flow or deployment\)$"):  # fmt: skip
+        prepare_dataset(archive, tmp_path / "refused" / "dataset", DataSettings(**counts), 0)
+
+    prepared = prepare_dataset(
+        archive, tmp_path / "run" / "dataset", DataSettings(exclude_classes=["testpile"], **counts), 0
+    )
+    assert prepared.classes == ["pizza", "sushi"]
+    totals = {label: prepared.counts["train"][label] + prepared.counts["val"][label] for label in prepared.classes}
+    # Left out, the folder's copies no longer give photos a second label: none is lost to a label conflict.
+    assert totals == ({"pizza": 3, "sushi": 3} if counts else {"pizza": 8, "sushi": 8})
+    assert prepared.label_conflicts == {} and prepared.ignored.get("class-not-selected") == 3
+    rows = pd.read_csv(prepared.manifest).set_index("path")
+    assert rows.loc["food/testpile/0.jpg", "detail"] == "class 'testpile' in exclude_classes"
+    assert "classes left out (exclude_classes): 'testpile'" in prepared.notes
+
+
+def test_leaving_out_a_class_the_archive_does_not_have_names_the_ones_it_has(tmp_path):
+    archive = stray_folder_archive(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"^exclude_classes: class 'testpil' is not in the archive; it has \['pizza', 'sushi', 'testpile'\]\. "
+        r"Did you mean 'testpile'\?$",
+    ):
+        prepare_dataset(archive, tmp_path / "a" / "dataset", DataSettings(exclude_classes=["testpil"]), 0)
+    with pytest.raises(ValueError, match=r"leaves \['sushi'\] of the archive's .* needs at least 2 classes"):
+        prepare_dataset(archive, tmp_path / "b" / "dataset", DataSettings(exclude_classes=["pizza", "testpile"]), 0)
+
+
+def test_with_classes_named_one_by_one_the_fix_is_to_name_it_no_more(tmp_path):
+    # sushi not chosen, its photo in testpile is no longer a label conflict: 1 usable
+    with pytest.raises(ValueError, match=r"class 'testpile' has 1 usable .* leave the class out: drop it from "
+                       r"--classes \(data\.classes in a flow or deployment\)$"):  # fmt: skip
+        prepare_dataset(stray_folder_archive(tmp_path), tmp_path / "run" / "dataset",
+                        DataSettings(classes=["pizza", "testpile"]), 0)  # fmt: skip

@@ -25,7 +25,7 @@ import pandas as pd
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import Candidate, Catalog, GivenSplit
 from tuneflow.dataset.extract import Job, Outcome, extract_jobs
-from tuneflow.dataset.split import SplitError, content_order, deal
+from tuneflow.dataset.split import SplitError, content_order, deal, leave_out_hint
 
 SPLITS: tuple[GivenSplit, ...] = ("train", "val")
 MANIFEST_COLUMNS = ["path", "class", "split", "status", "reason", "detail", "size", "sha256", "width", "height", "file"]
@@ -75,6 +75,11 @@ class Extraction:
             for label, indexes in sorted(by_class.items())
         }
         self.unread = set(self.candidates)
+
+    @property
+    def listed(self) -> bool:
+        """Whether the classes were named one by one, which changes how an error says to leave one out."""
+        return self.settings.classes is not None
 
     def content_of(self, index: int) -> str:
         """A file's content as the zip's directory states it, so the split is planned before a byte is read.
@@ -200,7 +205,9 @@ class Extraction:
         for label, order in self.order.items():
             usable = [index for index in order if self.usable(index)]
             if self.seeded:
-                split = deal(usable, label, self.settings.val_fraction, counts, self.explain_count(order))
+                split = deal(
+                    usable, label, self.settings.val_fraction, counts, self.explain_count(order), self.listed
+                )
                 unused.update(split.unused)
                 final.update((index, "train") for index in split.train)
                 final.update((index, "val") for index in split.val)
@@ -209,8 +216,8 @@ class Extraction:
                     if not any(self.candidates[index].given_split == side for index in usable):
                         raise SplitError(
                             f"class {label!r} has no usable {side} images in the archive's own split"
-                            f"{self.explain_count(order)}; add some, or set split_method='seeded' to split "
-                            "each class by seed"
+                            f"{self.explain_count(order)}; add some, set split_method='seeded' to split each "
+                            f"class by seed, or leave the class out: {leave_out_hint(label, self.listed)}"
                         )
                 final.update((index, self.candidates[index].given_split) for index in usable)
         for index in unused:

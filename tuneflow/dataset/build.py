@@ -5,7 +5,7 @@ first has a catch: some files only turn out to be unusable (corrupt, too small) 
 still come out exact (200 of 999 usable images, not 200 of the 1,000 planned). So the split is settled once more
 after reading, from the same content order restricted to the usable images, and the few files that change side
 are renamed (a rename in the same folder tree, never a copy). In count mode, images past the count are not read
-at all unless earlier ones fail.
+at all unless earlier ones fail (files that repeat another's CRC-32 and size excepted: see below).
 
 Identical files are found by CRC-32 and size from the central directory (free), then read and compared by
 SHA-256 before the split is planned (settle_copies): one copy of each photo is kept, so no image can be on both

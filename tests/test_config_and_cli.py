@@ -28,6 +28,15 @@ def test_class_named_twice_is_rejected():
         DataSettings(classes=["pizza", "pizza", "sashimi"])
 
 
+def test_classes_left_out_are_named_once_and_not_also_chosen():
+    assert DataSettings(exclude_classes=[" testpile ", ""]).exclude_classes == ["testpile"]
+    assert DataSettings(exclude_classes=[]).exclude_classes is None
+    with pytest.raises(ValidationError, match=r"exclude_classes lists \['testpile'\] more than once"):
+        DataSettings(exclude_classes=["testpile", "testpile"])
+    with pytest.raises(ValidationError, match=r"\['pizza'\] is in both classes and exclude_classes; name each class in one"):
+        DataSettings(classes=["pizza", "sushi"], exclude_classes=["pizza"])
+
+
 @pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
 def test_val_fraction_must_leave_both_sides(fraction):
     with pytest.raises(ValidationError, match="val_fraction"):
@@ -68,9 +77,10 @@ def test_cli_builds_the_nested_config_from_options(monkeypatch, tmp_path):
     monkeypatch.setattr("tuneflow.cli.run_retrain", fake_run)
     with pytest.raises(SystemExit):
         main(["retrain", "--source", "a.zip", "--classes", "pizza,sashimi", "--epochs", "3", "--weights", "none",
-              "--val-fraction", "0.25", "--data-root", str(tmp_path)])
+              "--val-fraction", "0.25", "--data-root", str(tmp_path), "--exclude-classes", "testpile, stray,"])
     config = seen["config"]
     assert config.data.classes == ["pizza", "sashimi"]
+    assert config.data.exclude_classes == ["testpile", "stray"]
     assert config.data.val_fraction == 0.25
     assert config.training.epochs == 3 and config.training.weights == "none"
     assert config.data_root == tmp_path

@@ -10,9 +10,11 @@ import argparse
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from tuneflow.config import (
     DataSettings,
@@ -58,6 +60,11 @@ def _option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def _is_name_list(field: FieldInfo) -> bool:
+    """A list of names (classes, exclude_classes): given on the command line comma-separated."""
+    return list[str] in (field.annotation, *typing.get_args(field.annotation))
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per config field, help text and default taken from the field itself."""
     for section, model in CONFIG_SECTIONS:
@@ -66,10 +73,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             if section is None and name in NESTED_FIELDS:
                 continue
             default = field.get_default(call_default_factory=True)
-            default = default if default is not None else ("all" if name == "classes" else "unset")
+            if default is None:
+                default = {"classes": "all", "exclude_classes": "none"}.get(name, "unset")
             if isinstance(default, list):
                 default = ",".join(default)
-            suffix = " (comma-separated)" if name == "classes" else ""
+            suffix = " (comma-separated)" if _is_name_list(field) else ""
             if field.annotation is bool:  # a switch: --force, not --force true; --no-reuse-prepared for one that is on
                 group.add_argument(
                     _option_name(name if default is False else f"no_{name}"),
@@ -89,12 +97,14 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 def config_from_options(options: argparse.Namespace) -> RetrainConfig:
     """Collect the given options into the nested config shape and validate it."""
     values: dict = {section: {} for section in NESTED_FIELDS}
+    sections = dict(CONFIG_SECTIONS)
     for key, value in vars(options).items():
         if value is None or key in {"command", "handler"}:
             continue
         if "." in key:
             section, name = key.split(".", 1)
-            values[section][name] = [c for c in value.split(",") if c.strip()] if name == "classes" else value
+            listed = _is_name_list(sections[section].model_fields[name])
+            values[section][name] = [c for c in value.split(",") if c.strip()] if listed else value
         else:
             values[key] = value
     return RetrainConfig.model_validate(values)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tuneflow.sources import ACCEPTED_SOURCES_TEXT, normalize_api_endpoint, parse_drive_source
 from tuneflow.storage import DATA_ROOT_VARIABLE, default_data_root
@@ -34,6 +34,11 @@ class DataSettings(BaseModel):
     classes: list[str] | None = Field(
         None,
         description="Class folders to train on, e.g. ['apple_pie', 'pizza']. Empty: every class in the archive.",
+    )
+    exclude_classes: list[str] | None = Field(
+        None,
+        description="Class folders to leave out, e.g. ['testpile'] (a stray folder of photos copied from other "
+        "classes); every other class is used. Each must be a folder of the archive. Empty: none left out.",
     )
     val_fraction: float = Field(
         0.2,
@@ -97,6 +102,16 @@ class DataSettings(BaseModel):
             ) from None
 
     @model_validator(mode="after")
+    def _not_both_chosen_and_left_out(self) -> DataSettings:
+        both = sorted(set(self.classes or ()) & set(self.exclude_classes or ()))
+        if both:
+            raise ValueError(
+                f"{both} is in both classes and exclude_classes; name each class in one of them (classes picks the "
+                "classes to train on, exclude_classes leaves classes out of all the archive's)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _counts_come_in_pairs(self) -> DataSettings:
         given = (self.train_per_class is not None, self.val_per_class is not None)
         if any(given) and not all(given):
@@ -118,16 +133,21 @@ class DataSettings(BaseModel):
             return None
         return self.train_per_class, self.val_per_class
 
-    @field_validator("classes")
+    @field_validator("classes", "exclude_classes")
     @classmethod
-    def _at_least_two_distinct_classes(cls, classes: list[str] | None) -> list[str] | None:
-        if not classes:
+    def _each_class_once(cls, classes: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        names = [name.strip() for name in classes or () if name.strip()]
+        if not names:
             return None
-        names = [name.strip() for name in classes]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"classes lists {duplicates} more than once; name each class once")
-        if len(names) < 2:
+            raise ValueError(f"{info.field_name} lists {duplicates} more than once; name each class once")
+        return names
+
+    @field_validator("classes")
+    @classmethod
+    def _at_least_two_classes(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and len(names) < 2:
             raise ValueError(f"classes={names} names 1 class; a classifier needs at least 2 (or leave it empty for all)")
         return names
 

@@ -28,7 +28,7 @@ REASONS = {
     "not-an-image-file": "not an image type by its extension (text, video)",
     "not-in-class-folder": "not inside a class folder",
     "outside-split-folders": "outside the train/ and val/ folders used",
-    "class-not-selected": "class not in data.classes",
+    "class-not-selected": "class not in data.classes, or in data.exclude_classes",
     "not-in-archive-split": "not listed in Food-101's meta/train.txt or meta/test.txt",
     "over-per-class-count": "beyond train_per_class + val_per_class for its class",
 }

@@ -409,39 +409,50 @@ def name_files(catalog: Catalog, per_side: bool) -> Catalog:
     return replace(catalog, candidates=named)
 
 
-def select_classes(catalog: Catalog, wanted: list[str] | None) -> Catalog:
-    """Keep only the wanted classes (all when None); unknown names fail with the available ones."""
+def select_classes(catalog: Catalog, wanted: list[str] | None, left_out: list[str] | None = None) -> Catalog:
+    """Keep the wanted classes (all when None) but those left out; unknown names fail with the available ones."""
     available = catalog.classes
-    if wanted is None:
-        if len(available) < 2:
+    check_known(wanted, available, "")
+    check_known(left_out, available, "exclude_classes: ")
+    chosen = set(wanted or available) - set(left_out or ())
+    if len(chosen) < 2:
+        if wanted is None and not left_out:
             raise ArchiveError(
                 f"the archive has only the class {available}; a classifier needs at least 2 class folders "
                 f"(layout found: {catalog.layout})\n{ACCEPTED_LAYOUTS}"
             )
-        return catalog
-    unknown = [name for name in wanted if name not in available]
-    if unknown:
-        hints = {name: closest_class(name, available) for name in unknown}
-        if len(unknown) == 1:
-            name = unknown[0]
-            what = f"class {name!r} is not"
-            hint = f" Did you mean {hints[name]!r}?" if hints[name] else ""
-        else:
-            what = f"classes {', '.join(map(repr, unknown))} are not"
-            guesses = [f"{close!r} for {name!r}" for name, close in hints.items() if close]
-            hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
-        raise ArchiveError(f"{what} in the archive; it has {available}.{hint}")
-    chosen = set(wanted)
+        raise ArchiveError(
+            f"exclude_classes={left_out} leaves {sorted(chosen)} of the archive's {available}; a classifier needs "
+            "at least 2 classes: leave fewer out"
+        )
+    why = {
+        label: f"class {label!r} in exclude_classes" if label in (left_out or ()) else f"class {label!r} not in classes"
+        for label in available
+    }
     candidates = [candidate for candidate in catalog.candidates if candidate.label in chosen]
     dropped = [
-        PassedOver(
-            candidate.member, "ignored", "class-not-selected", f"class {candidate.label!r} not in classes",
-            candidate.label,
-        )
+        PassedOver(candidate.member, "ignored", "class-not-selected", why[candidate.label], candidate.label)
         for candidate in catalog.candidates
         if candidate.label not in chosen
     ]
     return replace(catalog, candidates=candidates, passed_over=catalog.passed_over + dropped)
+
+
+def check_known(names: list[str] | None, available: list[str], setting: str) -> None:
+    """Fail on class names the archive does not have, listing the ones it has and the closest match."""
+    unknown = [name for name in names or () if name not in available]
+    if not unknown:
+        return
+    hints = {name: closest_class(name, available) for name in unknown}
+    if len(unknown) == 1:
+        name = unknown[0]
+        what = f"class {name!r} is not"
+        hint = f" Did you mean {hints[name]!r}?" if hints[name] else ""
+    else:
+        what = f"classes {', '.join(map(repr, unknown))} are not"
+        guesses = [f"{close!r} for {name!r}" for name, close in hints.items() if close]
+        hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
+    raise ArchiveError(f"{setting}{what} in the archive; it has {available}.{hint}")
 
 
 def closest_class(name: str, available: list[str]) -> str | None:

@@ -5,10 +5,11 @@ first has a catch: some files only turn out to be unusable (corrupt, too small) 
 still come out exact (200 of 999 usable images, not 200 of the 1,000 planned). So the split is settled once more
 after reading, from the same content order restricted to the usable images, and the few files that change side
 are renamed (a rename in the same folder tree, never a copy). In count mode, images past the count are not read
-at all unless earlier ones fail.
+at all unless earlier ones fail (files that repeat another's CRC-32 and size excepted: see below).
 
-Identical files are found by CRC-32 and size from the central directory (free), then confirmed by SHA-256 of
-the bytes; only one copy of each content is kept, so no image can be on both sides of the split.
+Identical files are found by CRC-32 and size from the central directory (free), then read and compared by
+SHA-256 before the split is planned (settle_copies): one copy of each photo is kept, so no image can be on both
+sides of the split, and a photo filed under two classes is used in neither.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import Candidate, Catalog, GivenSplit
 from tuneflow.dataset.extract import Job, Outcome, extract_jobs
-from tuneflow.dataset.split import SplitError, content_order, deal
+from tuneflow.dataset.split import SplitError, content_order, deal, leave_out_hint
 
 SPLITS: tuple[GivenSplit, ...] = ("train", "val")
 MANIFEST_COLUMNS = ["path", "class", "split", "status", "reason", "detail", "size", "sha256", "width", "height", "file"]
@@ -44,7 +45,7 @@ class Built:
 
 @dataclass
 class Extraction:
-    """State of one archive's extraction: what was read, where it was written, which files repeat others."""
+    """State of one archive's extraction: which files repeat others, what was read, where it was written."""
 
     archive: Path
     infos: list[zipfile.ZipInfo]
@@ -56,12 +57,13 @@ class Extraction:
     workers: int | None = None
     candidates: dict[int, Candidate] = field(init=False)
     order: dict[str, list[int]] = field(init=False)  # per class, the order its images are dealt in
-    representative: dict[int, int] = field(init=False)  # suspected duplicate -> first file with its CRC and size
-    copies: dict[int, list[int]] = field(init=False)  # representative -> its suspected duplicates
     unread: set[int] = field(init=False)  # files that may still be written
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
-    duplicate_of: dict[int, int] = field(default_factory=dict)
-    conflicting_labels: dict[int, tuple[str, ...]] = field(default_factory=dict)  # representative -> its classes
+    hashes: dict[int, Outcome] = field(default_factory=dict)  # files read only to compare them with their copies
+    outcomes: dict[int, Outcome] = field(default_factory=dict)  # files read to be written
+    duplicate_of: dict[int, int] = field(default_factory=dict)  # a copy -> the copy that stands for the photo
+    conflict_of: dict[int, int] = field(default_factory=dict)  # a copy under two classes -> the first of its copies
+    conflicts: dict[int, tuple[int, ...]] = field(default_factory=dict)  # the first -> all copies
+    conflicting_labels: dict[int, tuple[str, ...]] = field(default_factory=dict)  # the first -> their classes
 
     def __post_init__(self) -> None:
         self.candidates = {candidate.member.index: candidate for candidate in self.catalog.candidates}
@@ -72,8 +74,12 @@ class Extraction:
             label: content_order(indexes, self.seed, self.content_of) if self.seeded else indexes
             for label, indexes in sorted(by_class.items())
         }
-        self.representative, self.copies = self.find_suspected_duplicates()
-        self.unread = set(self.candidates) - set(self.representative)
+        self.unread = set(self.candidates)
+
+    @property
+    def listed(self) -> bool:
+        """Whether the classes were named one by one, which changes how an error says to leave one out."""
+        return self.settings.classes is not None
 
     def content_of(self, index: int) -> str:
         """A file's content as the zip's directory states it, so the split is planned before a byte is read.
@@ -86,36 +92,55 @@ class Extraction:
         member = self.candidates[index].member
         return f"{member.crc:08x}/{member.size}"
 
-    def find_suspected_duplicates(self) -> tuple[dict[int, int], dict[int, list[int]]]:
-        """Group files by CRC-32 and size; the first of each group (a train copy, when split) represents it."""
-
-        def preference(candidate: Candidate) -> tuple[int, str, int]:
-            # Keeping the train copy means a val file that repeats a train file is the one dropped.
-            val_copy = not self.seeded and candidate.given_split == "val"
-            return int(val_copy), candidate.member.path, candidate.member.index
-
-        first: dict[tuple[int, int], int] = {}
-        representative: dict[int, int] = {}
-        copies: dict[int, list[int]] = defaultdict(list)
-        for candidate in sorted(self.candidates.values(), key=preference):
-            key = (candidate.member.crc, candidate.member.size)
-            index = candidate.member.index
-            if key in first:
-                representative[index] = first[key]
-                copies[first[key]].append(index)
-            else:
-                first[key] = index
-        return representative, copies
-
     def run(self) -> Built:
         for side in SPLITS:
             for label in self.order:
                 (self.root / side / label).mkdir(parents=True, exist_ok=True)
+        self.settle_copies()
         wanted = self.first_round()
         while wanted:
             self.read(wanted)
             wanted = self.next_round()
         return self.finish()
+
+    def settle_copies(self) -> None:
+        """Before the split, read every file that shares its CRC-32 and size with another and group them by SHA-256.
+
+        Each photo is then settled once, whatever copy sorts or sits first and however many of its files a class
+        needs: copies in one class are one photo (the first copy, the train one when the archive is split, stands
+        for it); copies under two or more classes are a photo whose label is unknown, and none is used; a copy
+        damaged in the zip is no evidence of what it holds and stays a read-error skip. Copies are few (58 files
+        of Food-101's 101,000), so reading them once more when they are written costs nothing worth saving.
+        """
+        suspected: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for candidate in sorted(self.candidates.values(), key=self.preference):
+            suspected[candidate.member.crc, candidate.member.size].append(candidate.member.index)
+        suspects = [index for group in suspected.values() if len(group) > 1 for index in group]
+        jobs = [Job.for_member(self.infos[index], index, None) for index in suspects]
+        for outcome in extract_jobs(self.archive, self.root, jobs, self.settings.min_image_size, self.workers):
+            self.hashes[outcome.index] = outcome
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index in suspects:  # in order of preference
+            outcome = self.hashes[index]
+            if outcome.sha256 is None:
+                self.outcomes[index] = outcome  # unreadable: its read-error is final
+                self.unread.discard(index)
+            else:
+                groups[outcome.sha256].append(index)
+        for first, *copies in groups.values():
+            labels = tuple(sorted({self.candidates[index].label for index in (first, *copies)}))
+            if len(labels) > 1:
+                self.conflicting_labels[first], self.conflicts[first] = labels, (first, *copies)
+                self.conflict_of.update((index, first) for index in (first, *copies))
+                self.unread.discard(first)
+            self.duplicate_of.update((copy, first) for copy in copies if len(labels) == 1)
+            self.unread.difference_update(copies)
+
+    def preference(self, candidate: Candidate) -> tuple[int, str, int]:
+        """Which copy of a photo stands for it: the train copy of an archive split, then the first by name."""
+        # Keeping the train copy means a val file that repeats a train file is the one dropped.
+        val_copy = not self.seeded and candidate.given_split == "val"
+        return int(val_copy), candidate.member.path, candidate.member.index
 
     def first_round(self) -> dict[int, GivenSplit]:
         """Where each file would go if every file were usable."""
@@ -138,70 +163,31 @@ class Extraction:
         return wanted
 
     def next_round(self) -> dict[int, GivenSplit]:
-        """Files still to write: duplicates that proved distinct and, in count mode, stand-ins for failed files."""
+        """In count mode, stand-ins for files that proved unusable (every other file was wanted at once)."""
         counts = self.settings.per_class_counts
+        if counts is None:
+            return {}
         wanted: dict[int, GivenSplit] = {}
         for label, order in self.order.items():
-            waiting = [index for index in order if index in self.unread]
-            if counts is not None:
-                usable = sum(1 for index in order if self.usable(index))
-                waiting = waiting[: max(0, sum(counts) - usable)]
-            for index in waiting:
-                wanted[index] = self.candidates[index].given_split if not self.seeded else "train"
+            usable = sum(1 for index in order if self.usable(index))
+            waiting = [index for index in order if index in self.unread][: max(0, sum(counts) - usable)]
+            wanted.update((index, "train") for index in waiting)
         return wanted
 
     def read(self, wanted: dict[int, GivenSplit]) -> None:
-        """Write the wanted files to their sides and hash their suspected duplicates, in one pass over the archive."""
+        """Write the wanted files to their sides, in one pass over the archive."""
         jobs = []
-        suspects = [copy for index in wanted for copy in self.copies.get(index, ())]
         for index, side in wanted.items():
             candidate = self.candidates[index]
             jobs.append(Job.for_member(self.infos[index], index, f"{side}/{candidate.label}/{candidate.stem}"))
-        jobs.extend(Job.for_member(self.infos[index], index, None) for index in suspects)
         self.unread.difference_update(wanted)
         for outcome in extract_jobs(self.archive, self.root, jobs, self.settings.min_image_size, self.workers):
             self.outcomes[outcome.index] = outcome
-        for index in suspects:
-            self.settle_suspect(index)
-        self.leave_out_label_conflicts()
-
-    def settle_suspect(self, index: int) -> None:
-        """Confirm a suspected duplicate by its SHA-256, or let it be written after all."""
-        outcome = self.outcomes[index]
-        original = self.outcomes[self.representative[index]]
-        if outcome.sha256 is None:
-            return  # unreadable: stays a read-error skip
-        if original.sha256 is None or original.sha256 != outcome.sha256:
-            # The first copy was damaged in the archive, or the CRC-32s collided: this file stands on its own.
-            del self.outcomes[index]
-            del self.representative[index]
-            self.unread.add(index)
-        else:
-            self.duplicate_of[index] = self.representative[index]
-
-    def leave_out_label_conflicts(self) -> None:
-        """Take back every photo whose identical copies sit under different classes: its label is unknown.
-
-        Keeping the copy that sorts first (as a plain duplicate) would let folder names decide the label: a stray
-        folder named to sort first could take hundreds of photos from their real classes. So no copy is used.
-        """
-        for representative, copies in self.copies.items():
-            if representative in self.conflicting_labels:
-                continue
-            same = [copy for copy in copies if self.duplicate_of.get(copy) == representative]
-            labels = tuple(sorted({self.candidates[index].label for index in [representative, *same]}))
-            outcome = self.outcomes[representative]
-            if len(labels) < 2 or outcome.file is None:  # an unreadable photo keeps its own reason
-                continue
-            self.conflicting_labels[representative] = labels
-            os.unlink(self.root / outcome.file)
-            self.outcomes[representative] = outcome._replace(file=None, reason="label-conflict")
 
     def conflict_detail(self, index: int) -> str:
-        representative = self.duplicate_of.get(index, index)
-        group = [representative, *(c for c in self.copies[representative] if self.duplicate_of.get(c) == representative)]
-        elsewhere = [self.candidates[other].member.path for other in group if other != index]
-        classes = " and ".join(repr(label) for label in self.conflicting_labels[representative])
+        first = self.conflict_of[index]
+        elsewhere = [self.candidates[other].member.path for other in self.conflicts[first] if other != index]
+        classes = " and ".join(repr(label) for label in self.conflicting_labels[first])
         return (
             f"the same photo is filed under {classes} (also {', '.join(elsewhere)}); its label is unknown, so it "
             "is used in none of them"
@@ -219,7 +205,9 @@ class Extraction:
         for label, order in self.order.items():
             usable = [index for index in order if self.usable(index)]
             if self.seeded:
-                split = deal(usable, label, self.settings.val_fraction, counts, self.explain_count(order))
+                split = deal(
+                    usable, label, self.settings.val_fraction, counts, self.explain_count(order), self.listed
+                )
                 unused.update(split.unused)
                 final.update((index, "train") for index in split.train)
                 final.update((index, "val") for index in split.val)
@@ -228,8 +216,8 @@ class Extraction:
                     if not any(self.candidates[index].given_split == side for index in usable):
                         raise SplitError(
                             f"class {label!r} has no usable {side} images in the archive's own split"
-                            f"{self.explain_count(order)}; add some, or set split_method='seeded' to split "
-                            "each class by seed"
+                            f"{self.explain_count(order)}; add some, set split_method='seeded' to split each "
+                            f"class by seed, or leave the class out: {leave_out_hint(label, self.listed)}"
                         )
                 final.update((index, self.candidates[index].given_split) for index in usable)
         for index in unused:
@@ -251,7 +239,7 @@ class Extraction:
         return f" of {len(order)} files ({sum(reasons.values())} skipped: {listed})"
 
     def skip_reason(self, index: int) -> str | None:
-        if self.duplicate_of.get(index) in self.conflicting_labels:
+        if index in self.conflict_of:
             return "label-conflict"
         if index in self.duplicate_of:
             return "duplicate"
@@ -267,10 +255,10 @@ class Extraction:
         ]  # fmt: skip
         counts = {side: {label: 0 for label in self.order} for side in SPLITS}
         converted = 0
-        over_count = sum(self.settings.per_class_counts or ())
+        over_count = f"class already has train_per_class + val_per_class = {sum(self.settings.per_class_counts or ())}"
         for index, candidate in self.candidates.items():
             member, label = candidate.member, candidate.label
-            outcome = self.outcomes.get(index)
+            outcome = self.outcomes.get(index) or self.hashes.get(index)
             sha256, width, height = outcome[1:4] if outcome else (None, None, None)
             if index in final:
                 side = final[index]
@@ -280,23 +268,22 @@ class Extraction:
                              height, outcome.file))  # fmt: skip
                 continue
             side = candidate.given_split
-            if self.duplicate_of.get(index, index) in self.conflicting_labels:
+            if index in self.conflict_of:
                 status, reason, detail = "skipped", "label-conflict", self.conflict_detail(index)
-                original = self.outcomes[self.duplicate_of.get(index, index)]
-                sha256, width, height = original.sha256, original.width, original.height
             elif index in self.duplicate_of:
-                original = self.outcomes[self.duplicate_of[index]]
-                first = self.candidates[self.duplicate_of[index]]
-                kept_as = f"kept as {original.file}" if original.file else f"skipped: {original.reason}"
-                status, reason, detail = "skipped", "duplicate", f"same bytes as {first.member.path} ({kept_as})"
-                width, height = original.width, original.height
-            elif index in unused or outcome is None and index not in self.representative:
-                status, reason = "ignored", "over-per-class-count"
-                detail = f"class already has train_per_class + val_per_class = {over_count} images"
-            elif outcome is None:
-                first = self.candidates[self.representative[index]]
+                first = self.duplicate_of[index]
+                original = self.outcomes.get(first)
+                if first in final:
+                    fate = f"kept as {original.file}"
+                elif original is None or first in unused:
+                    fate = f"not used: {over_count} images"
+                else:
+                    fate = f"skipped: {original.reason}"
                 status, reason = "skipped", "duplicate"
-                detail = f"same size and CRC-32 as {first.member.path}, which was not needed"
+                detail = f"same bytes as {self.candidates[first].member.path} ({fate})"
+                width, height = (original.width, original.height) if original else (None, None)
+            elif index in unused or outcome is None:
+                status, reason, detail = "ignored", "over-per-class-count", f"{over_count} images"
             else:
                 status, reason, detail = "skipped", outcome.reason, outcome.detail
             rows.append((member.path, label, side, status, reason, detail, member.size, sha256, width, height, None))
@@ -304,8 +291,7 @@ class Extraction:
         table = table.astype({"width": "Int64", "height": "Int64"})
         table = table.sort_values("path", kind="stable", ignore_index=True)
         conflicts = Counter(" / ".join(labels) for labels in self.conflicting_labels.values())
-        duplicates = sum(1 for index in self.duplicate_of if self.duplicate_of[index] not in self.conflicting_labels)
-        return Built(counts, table, duplicates, converted, dict(sorted(conflicts.items())))
+        return Built(counts, table, len(self.duplicate_of), converted, dict(sorted(conflicts.items())))
 
 
 def build_dataset(

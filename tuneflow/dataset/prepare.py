@@ -34,14 +34,14 @@ from tuneflow.dataset.archive import (
     select_classes,
 )
 from tuneflow.dataset.build import Built, build_dataset
-from tuneflow.dataset.split import MIN_IMAGES_PER_CLASS, SplitError
+from tuneflow.dataset.split import MIN_IMAGES_PER_CLASS, SplitError, leave_out_hint
 from tuneflow.records import PreparedDataset
 
 MANIFEST_NAME = "manifest.csv"
 # The record of a finished preparation, inside its dataset folder: a resumed run finds it and reuses the folder.
 PREPARED_RECORD = "prepared.json"
 # Bump when the same archive and settings would now prepare differently, so cached datasets are not reused.
-PREPARE_VERSION = 2  # 2: the split follows each photo's content; photos under two classes are left out
+PREPARE_VERSION = 3  # 2: split by content, photos under two classes left out; 3: copies settled before the split
 STALE_PARTIAL_SECONDS = 24 * 3600  # a build folder this old belongs to a crashed run, not a running one
 LAYOUT_NAMES = {
     "food-101": "Food-101 (images/<class>/ + meta/)",
@@ -71,7 +71,7 @@ def prepare_dataset(
     check_dest_is_free(dest)
     with open_archive(archive) as zip_file:
         infos = zip_file.infolist()
-        catalog = select_classes(scan_archive(zip_file, settings), settings.classes)
+        catalog = select_classes(scan_archive(zip_file, settings), settings.classes, settings.exclude_classes)
         seeded = use_seeded_split(catalog, settings)
         if not seeded and catalog.layout == "food-101":
             catalog = apply_given_split(catalog, read_food101_split(zip_file, catalog))
@@ -130,7 +130,7 @@ def check_enough_images(catalog: Catalog, settings: DataSettings, seeded: bool) 
             )
             raise SplitError(
                 f"class {label!r} has {per_class[label]} image file(s); need {what}. Add photos to {label!r}, "
-                "lower the counts, or leave it out of classes"
+                f"lower the counts, or leave the class out: {leave_out_hint(label, settings.classes is not None)}"
             )
 
 
@@ -176,6 +176,8 @@ def summarise(
     skipped = reasons["skipped"].to_dict() if "skipped" in reasons else {}
     ignored = reasons["ignored"].to_dict() if "ignored" in reasons else {}
     notes = [f"layout: {LAYOUT_NAMES[catalog.layout]}" + (f" under {catalog.top}" if catalog.top else "")]
+    if settings.exclude_classes:
+        notes.append(f"classes left out (exclude_classes): {', '.join(map(repr, settings.exclude_classes))}")
     if not seeded:
         notes.append("kept the archive's own train/val split; val_fraction does not apply")
     notes.extend(uneven_class_notes(built.counts))
@@ -221,7 +223,8 @@ def uneven_class_notes(counts: dict[str, dict[str, int]]) -> list[str]:
 
 def cache_key(archive_md5: str, settings: DataSettings, seed: int | None) -> str:
     """Name a preparation by everything that decides its output: code version, archive bytes, settings, seed."""
-    chosen = settings.model_dump() | {"classes": sorted(settings.classes or [])}  # listing order does not matter
+    listed = {name: sorted(getattr(settings, name) or []) for name in ("classes", "exclude_classes")}
+    chosen = settings.model_dump() | listed  # listing order does not matter
     recipe = json.dumps(
         {"version": PREPARE_VERSION, "archive_md5": archive_md5, "settings": chosen, "seed": seed}, sort_keys=True
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shlex
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,6 +24,16 @@ MIN_IMAGES_PER_CLASS = 2  # one to train on and one to validate with
 
 class SplitError(ValueError):
     """A class cannot be split as asked; the message names the class, its count and the fix."""
+
+
+def leave_out_hint(label: str, listed: bool = False) -> str:
+    """How to train without a class, in the command line's words and the config's (a flow or deployment).
+
+    listed: the classes were named one by one (data.classes), so leaving one out means naming it no more.
+    """
+    if listed:
+        return "drop it from --classes (data.classes in a flow or deployment)"
+    return f"--exclude-classes {shlex.quote(label)} (data.exclude_classes={[label]!r} in a flow or deployment)"
 
 
 @dataclass(frozen=True)
@@ -58,9 +69,17 @@ def content_order(items: Sequence[Item], seed: int, content_of: Callable[[Item],
 
 
 def deal(
-    ordered: Sequence[Item], label: str, val_fraction: float, counts: tuple[int, int] | None = None, why: str = ""
+    ordered: Sequence[Item],
+    label: str,
+    val_fraction: float,
+    counts: tuple[int, int] | None = None,
+    why: str = "",
+    listed: bool = False,
 ) -> Split[Item]:
-    """Deal images, already in content order, to val first and then train; `why` explains the count in errors."""
+    """Deal images, already in content order, to val first and then train.
+
+    In errors, `why` explains the count and `listed` says the classes were named one by one (see leave_out_hint).
+    """
     count = len(ordered)
     have = f"class {label!r} has {count} usable image{'s' if count != 1 else ''}{why}"
     if counts is not None:
@@ -69,13 +88,14 @@ def deal(
         if count < needed:
             raise SplitError(
                 f"{have}; train_per_class={train_count} + val_per_class={val_count} needs {needed}. "
-                f"Lower the counts, add photos to {label!r}, or split by val_fraction instead"
+                f"Lower the counts, add photos to {label!r}, split by val_fraction instead, or leave the class out: "
+                f"{leave_out_hint(label, listed)}"
             )
         return Split(list(ordered[val_count:needed]), list(ordered[:val_count]), list(ordered[needed:]))
     if count < MIN_IMAGES_PER_CLASS:
         raise SplitError(
             f"{have}; need at least {MIN_IMAGES_PER_CLASS} to split it into train and val. Add photos to "
-            f"{label!r} or leave it out of classes"
+            f"{label!r}, or leave the class out: {leave_out_hint(label, listed)}"
         )
     val = val_size(count, val_fraction)
     return Split(list(ordered[val:]), list(ordered[:val]), [])

@@ -22,15 +22,12 @@ import pandas as pd
 
 from tuneflow.checksums import md5_of_file
 from tuneflow.config import DataSettings
-from tuneflow.dataset.archive import (
-    ArchiveError,
-    Catalog,
+from tuneflow.dataset.archive import ArchiveError, Catalog, open_archive, scan_archive
+from tuneflow.dataset.selection import (
     apply_given_split,
     check_total_size,
-    open_archive,
-    read_food101_split,
     name_files,
-    scan_archive,
+    read_food101_split,
     select_classes,
 )
 from tuneflow.dataset.build import Built, build_dataset

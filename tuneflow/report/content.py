@@ -103,7 +103,7 @@ def gather_report(
     if baseline and baseline.predictions_path and baseline.comparison and baseline.comparison.compared:
         current_metrics = compute_metrics(read_predictions(baseline.predictions_path), baseline.classes)
     versions = read_history(config.data_root)
-    figures = {name: plots.png(figure) for name, figure in draw_figures(history, metrics, current_metrics, versions).items()}
+    figures = draw_figures(history, metrics, current_metrics, versions)
     typical = select_typical(predictions, metrics.classes)
     return ReportContent(
         run_id=run_dir.name,
@@ -111,7 +111,7 @@ def gather_report(
         decision=decision,
         current_metrics=current_metrics,
         history=history,
-        figures=figures,
+        figures={name: plots.png(figure) for name, figure in figures.items()},
         mistakes=make_thumbnails(select_mistakes(predictions), dataset.root, with_classes=True),
         typical={name: make_thumbnails(rows, dataset.root, with_classes=False) for name, rows in typical.items()},
         dataset=dataset,

@@ -78,9 +78,11 @@ def per_class_frame(metrics: Metrics, current: Metrics | None = None) -> pd.Data
     """Per class, worst F1 first: precision, recall, F1, support, predicted (and the F1 of the model in use); None
     where undefined."""
     ranked = worst_first(metrics)
-    frame = pd.DataFrame([{"class": name, **metrics.per_class[name].model_dump()} for name in ranked])[PER_CLASS_COLUMNS]
+    frame = pd.DataFrame([{"class": name, **metrics.per_class[name].model_dump()} for name in ranked])
+    frame = frame[PER_CLASS_COLUMNS]
     if current is not None:
-        frame["f1_model_in_use"] = [current.per_class[name].f1 if name in current.per_class else None for name in ranked]
+        frame["f1_model_in_use"] = [current.per_class[name].f1 if name in current.per_class else None
+                                    for name in ranked]
     frame = frame.astype(object)
     return frame.where(frame.notna(), None)
 

@@ -201,6 +201,15 @@ def most_confused_pairs(confusion: np.ndarray, classes: list[str], limit: int) -
     return pairs[:limit]
 
 
+def worst_first(metrics: Metrics) -> list[str]:
+    """The classes by F1, lowest first (ties by name), then those without validation images (F1 undefined)."""
+    def key(name: str) -> tuple[bool, float, str]:
+        f1 = metrics.per_class[name].f1
+        return f1 is None, f1 or 0.0, name
+
+    return sorted(metrics.classes, key=key)
+
+
 def calibration(confidence: np.ndarray, correct: np.ndarray, num_bins: int) -> Calibration:
     """Reliability bins of equal width over (0, 1] and the expected calibration error."""
     # Bin i holds confidences in (i/n, (i+1)/n]; a confidence of exactly 0 joins the first bin.

@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.report import plots
 from tuneflow.config import RetrainConfig
-from tuneflow.report.history import history_chart, read_history
+from tuneflow.report.history import VersionRow, history_figure, read_history
 from tuneflow.report.html import MISTAKES_SHOWN, TYPICAL_PER_CLASS, ReportContent, Thumbnail, render_html, thumbnail_uri
 from tuneflow.evaluation.metrics import Metrics, compute_metrics, read_predictions
 from tuneflow.registry.promotion import PromotionDecision
@@ -69,6 +70,20 @@ def training_summary(config: RetrainConfig, trained: TrainedModel) -> dict:
     }
 
 
+def draw_figures(history: pd.DataFrame, metrics: Metrics, current: Metrics | None,
+                 versions: list[VersionRow]) -> dict[str, Figure]:
+    """Every figure of the report, by its name in FIGURE_FILES (no history chart before a version is stored)."""
+    figures = {
+        "curves": plots.training_curves(history),
+        "confusion": plots.confusion_heatmap(metrics),
+        "per_class": plots.per_class_bars(metrics, current),
+        "calibration": plots.reliability_diagram(metrics),
+    }
+    if (chart := history_figure(versions)) is not None:
+        figures["history"] = chart
+    return figures
+
+
 def gather_report(
     run_dir: Path,
     config: RetrainConfig,
@@ -88,14 +103,7 @@ def gather_report(
     if baseline and baseline.predictions_path and baseline.comparison and baseline.comparison.compared:
         current_metrics = compute_metrics(read_predictions(baseline.predictions_path), baseline.classes)
     versions = read_history(config.data_root)
-    figures = {
-        "curves": plots.training_curves(history),
-        "confusion": plots.confusion_heatmap(metrics),
-        "per_class": plots.per_class_bars(metrics, current_metrics),
-        "calibration": plots.reliability_diagram(metrics),
-    }
-    if (chart := history_chart(versions)) is not None:
-        figures["history"] = chart
+    figures = draw_figures(history, metrics, current_metrics, versions)
     typical = select_typical(predictions, metrics.classes)
     return ReportContent(
         run_id=run_dir.name,
@@ -103,7 +111,7 @@ def gather_report(
         decision=decision,
         current_metrics=current_metrics,
         history=history,
-        figures=figures,
+        figures={name: plots.png(figure) for name, figure in figures.items()},
         mistakes=make_thumbnails(select_mistakes(predictions), dataset.root, with_classes=True),
         typical={name: make_thumbnails(rows, dataset.root, with_classes=False) for name, rows in typical.items()},
         dataset=dataset,

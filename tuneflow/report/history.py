@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from tuneflow.report import plots
@@ -126,8 +127,8 @@ def render_history_markdown(rows: list[VersionRow], chart_uri: str | None) -> st
     return "\n".join(lines)
 
 
-def history_chart(rows: list[VersionRow]) -> bytes | None:
-    """The accuracy-over-time chart (PNG), or None before any version is stored."""
+def history_figure(rows: list[VersionRow]) -> Figure | None:
+    """The accuracy-over-time chart, or None before any version is stored."""
     if not rows:
         return None
     return plots.accuracy_over_time(
@@ -137,3 +138,9 @@ def history_chart(rows: list[VersionRow]) -> bytes | None:
         [row.promoted for row in rows],
         next((row.version for row in rows if row.in_use), None),
     )
+
+
+def history_chart(rows: list[VersionRow]) -> bytes | None:
+    """The accuracy-over-time chart as PNG, or None before any version is stored."""
+    figure = history_figure(rows)
+    return None if figure is None else plots.png(figure)

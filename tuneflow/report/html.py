@@ -21,10 +21,14 @@ import pandas as pd
 from PIL import Image, ImageOps
 from pydantic import BaseModel
 
+from tuneflow.report.fonts import numbered_classes
 from tuneflow.report.text import number
-from tuneflow.evaluation.metrics import Metrics
+from tuneflow.evaluation.metrics import Metrics, worst_first
 from tuneflow.registry.promotion import PromotionDecision
 
+# Above the table of the classes the figures call by number (tuneflow.report.fonts), in every report.
+NUMBERED_CLASSES_NOTE = ("The figures call these classes by number: a character of their name (an emoji, a script "
+                         "the figures' fonts lack) cannot be drawn there. The tables name them.")
 THUMBNAIL_PX = 128
 MISTAKES_SHOWN = 12
 TYPICAL_PER_CLASS = 4
@@ -278,6 +282,9 @@ def render_html(content: ReportContent) -> str:
         current=content.current_metrics,
         source=str(getattr(content.archive, "source", "")),
         cards=headline_cards(content),
+        ranked=worst_first(metrics),
+        numbered=numbered_classes(metrics.classes),
+        numbered_note=NUMBERED_CLASSES_NOTE,
         findings=findings(metrics),
         # png_uri builds a data: URI of base64 text, which has nothing to escape: it needs no |safe.
         figures={name: png_uri(png) for name, png in content.figures.items()},

@@ -13,9 +13,11 @@ import pandas as pd
 
 from tuneflow.dataset import REASONS
 from tuneflow.dataset.prepare import MANIFEST_NAME, counts_table
-from tuneflow.report.html import ReportContent, findings, headline_top_k, label
+from tuneflow.report.fonts import numbered_classes
+from tuneflow.report.plots import BEST_BARS, WORST_BARS, bar_rows
+from tuneflow.report.html import NUMBERED_CLASSES_NOTE, ReportContent, findings, headline_top_k, label
 from tuneflow.report.text import UNDEFINED, escape, percent, table
-from tuneflow.evaluation.metrics import Metrics
+from tuneflow.evaluation.metrics import Metrics, worst_first
 from tuneflow.registry.promotion import PromotionDecision
 from tuneflow.records import PreparedDataset
 
@@ -73,14 +75,14 @@ def decision_text(decision: PromotionDecision | None) -> str:
 
 
 def per_class_frame(metrics: Metrics, current: Metrics | None = None) -> pd.DataFrame:
-    """Per class: precision, recall, F1, support, predicted (and the F1 of the model in use); None where undefined."""
-    frame = pd.DataFrame(
-        [{"class": name, **metrics.per_class[name].model_dump()} for name in metrics.classes]
-    )[PER_CLASS_COLUMNS]
+    """Per class, worst F1 first: precision, recall, F1, support, predicted (and the F1 of the model in use); None
+    where undefined."""
+    ranked = worst_first(metrics)
+    frame = pd.DataFrame([{"class": name, **metrics.per_class[name].model_dump()} for name in ranked])
+    frame = frame[PER_CLASS_COLUMNS]
     if current is not None:
-        frame["f1_model_in_use"] = [
-            current.per_class[name].f1 if name in current.per_class else None for name in metrics.classes
-        ]
+        frame["f1_model_in_use"] = [current.per_class[name].f1 if name in current.per_class else None
+                                    for name in ranked]
     frame = frame.astype(object)
     return frame.where(frame.notna(), None)
 
@@ -94,12 +96,42 @@ def per_class_rows(metrics: Metrics, current: Metrics | None = None) -> list[dic
     ]
 
 
-def per_class_markdown(metrics: Metrics, current: Metrics | None = None) -> str:
-    """The per-class table as markdown: names escaped, scores to 3 decimals, — where undefined."""
+def per_class_markdown(metrics: Metrics, current: Metrics | None = None,
+                       shown: list[str | None] | None = None) -> str:
+    """The per-class table as markdown, worst F1 first: names escaped, scores to 3 decimals, — where undefined.
+    Every class, or the `shown` ones, where None is a row saying how many are left out there."""
     frame = per_class_frame(metrics, current)
     columns = [c.replace("_", " ") for c in frame.columns]
     numeric = {c for c in columns if c != "class"}
-    return table(columns, frame.values.tolist(), right=numeric)
+    rows = frame.values.tolist()
+    if shown is not None:
+        by_class = dict(zip(frame["class"], rows))
+        gap = [f"… {len(metrics.classes) - len(shown) + 1} more classes", *[""] * (len(columns) - 1)]
+        rows = [by_class[name] if name is not None else gap for name in shown]
+    return table(columns, rows, right=numeric)
+
+
+def dashboard_per_class_markdown(metrics: Metrics, current: Metrics | None) -> list[str]:
+    """The artifact's per-class table: every class, or over plots.EVERY_CLASS_BARS classes the ones the bars show
+    (a table of 101 rows would push the rest of the report 4,500 px down), saying where the others are."""
+    shown = bar_rows(metrics)
+    if None not in shown:
+        return [per_class_markdown(metrics, current), ""]
+    return [
+        per_class_markdown(metrics, current, shown),
+        "",
+        f"The {WORST_BARS} classes with the lowest F1 and the {BEST_BARS} with the highest, as in the figure: the "
+        f"`retrain-per-class-metrics` artifact and report.html list all {len(metrics.classes)}.",
+        "",
+    ]
+
+
+def numbered_classes_markdown(metrics: Metrics) -> list[str]:
+    """The classes the figures call by number, with their names; nothing when the figures name every class."""
+    numbered = numbered_classes(metrics.classes)
+    if not numbered:
+        return []
+    return [NUMBERED_CLASSES_NOTE, "", table(["in the figures", "class"], [list(row) for row in numbered]), ""]
 
 
 def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision | None) -> list[str]:
@@ -171,8 +203,8 @@ def render_summary_markdown(
         "## Per class",
         "",
         *image_markdown(figures.get("per_class"), "precision, recall and F1 per class"),
-        per_class_markdown(metrics, content.current_metrics),
-        "",
+        *numbered_classes_markdown(metrics),
+        *dashboard_per_class_markdown(metrics, content.current_metrics),
         "## Where it goes wrong",
         "",
         *confused_markdown(metrics),
@@ -229,6 +261,7 @@ def render_markdown(content: ReportContent, figure_files: dict[str, str]) -> str
         "## Per class",
         "",
         *image_markdown(figure_files.get("per_class"), "precision, recall and F1 per class"),
+        *numbered_classes_markdown(metrics),
         per_class_markdown(metrics, content.current_metrics),
         "",
         "Top-k accuracy: " + ", ".join(f"top-{k} {percent(v)}" for k, v in metrics.top_k_accuracy.items()) + ".",

@@ -204,7 +204,13 @@ def test_what_preparation_recorded_is_shown_and_user_text_is_escaped(run):
     ))
     assert "food-101" in html and "too small: 2" in html and "3 duplicate photos dropped" in html
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "No mistakes" in html and 'id="promotion"' not in html
+    assert 'id="promotion"' not in html
+    # The run had mistakes whose photos are gone: the page says so, never "no mistakes".
+    wrong = content.metrics.num_images - content.metrics.num_correct
+    assert wrong > 0 and "No mistakes" not in html
+    assert f"{wrong:,} of {content.metrics.num_images:,} validation images were misclassified" in html
+    perfect = content.metrics.model_copy(update={"num_correct": content.metrics.num_images})
+    assert "No mistakes: every validation image" in render_html(replace(content, mistakes=[], metrics=perfect))
 
 
 def test_markdown_report_has_the_same_headline_and_decision(run):

@@ -16,7 +16,8 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel
 
-from tuneflow.report.html import ReportContent, Thumbnail, png_uri
+from tuneflow.evaluation.metrics import Metrics
+from tuneflow.report.html import ReportContent, Thumbnail, no_thumbnails_text, png_uri
 from tuneflow.report.text import code, escape
 from tuneflow.report.markdown import render_summary_markdown
 
@@ -56,11 +57,11 @@ def thumbnail_png(thumbnail: Thumbnail, size: int = THUMBNAIL_PX) -> bytes:
     return compact_png(base64.b64decode(encoded), size, size, THUMBNAIL_COLOURS, dither=True)
 
 
-def mistakes_markdown(mistakes: list[Thumbnail]) -> list[str]:
+def mistakes_markdown(mistakes: list[Thumbnail], metrics: Metrics) -> list[str]:
     """The most confident mistakes as rows of thumbnails, each over its true → predicted class and its file."""
     lines = ["### Most confident mistakes", ""]
     if not mistakes:
-        return lines + ["No mistakes: every validation image was classified correctly.", ""]
+        return lines + [no_thumbnails_text(metrics), ""]
     lines += ["Validation images the model got wrong with the highest confidence: true → predicted (confidence).", ""]
     for start in range(0, len(mistakes), MISTAKES_PER_ROW):
         row = mistakes[start:start + MISTAKES_PER_ROW]
@@ -133,7 +134,7 @@ def render_dashboard_report(content: ReportContent, location: ReportLocation,
 
 def compose(content: ReportContent, figures: dict[str, str], mistakes: list[Thumbnail], left_out: list[str],
             location: ReportLocation, budget_bytes: int) -> str:
-    strip = mistakes_markdown(mistakes) if mistakes or not left_out else []
+    strip = mistakes_markdown(mistakes, content.metrics) if mistakes or not left_out else []
     if left_out:
         strip += [f"*Left out to keep this artifact under {budget_bytes / 1e6:g} MB: "
                   f"{', '.join(left_out)}; report.html has everything.*", ""]

@@ -272,6 +272,17 @@ def _templates() -> jinja2.Environment:
     return environment
 
 
+def no_thumbnails_text(metrics: Metrics) -> str:
+    """What the mistakes section says when it has no thumbnail to show: either there was no mistake, or there were
+    some whose photos could not be opened (the run's dataset folder was cleaned up), never the one for the other."""
+    wrong = metrics.num_images - metrics.num_correct
+    if wrong == 0:
+        return "No mistakes: every validation image was classified correctly."
+    return (f"{wrong:,} of {metrics.num_images:,} validation images were misclassified, but their photos could not be "
+            "opened (the run's dataset folder was cleaned up or damaged), so no thumbnail is shown; the most "
+            "confused classes above and predictions.csv list them.")
+
+
 def render_html(content: ReportContent) -> str:
     """The whole page."""
     metrics = content.metrics
@@ -285,6 +296,7 @@ def render_html(content: ReportContent) -> str:
         ranked=worst_first(metrics),
         numbered=numbered_classes(metrics.classes),
         numbered_note=NUMBERED_CLASSES_NOTE,
+        no_thumbnails=no_thumbnails_text(metrics),
         findings=findings(metrics),
         # png_uri builds a data: URI of base64 text, which has nothing to escape: it needs no |safe.
         figures={name: png_uri(png) for name, png in content.figures.items()},

@@ -15,15 +15,19 @@ header:
   bilinear; antialiased bilinear (a triangle filter widened to the factor) otherwise: panoramas, and phone photos
   after their 1/8 decode.
 
-`decode_image` makes the plan inside the graph, with conditionals (what `tuneflow predict` and a served model
-need: any photo, one at a time). The training cache plans in Python from the headers instead and decodes each
-group of photos with the same plan in a graph without conditionals: a conditional in a tf.data function costs
-more than the resize it chooses (measured: 0.9 ms of 2.3 per 512x384 photo). Both run the same operations, so
-they give the same pixels (tests/test_decoded_cache.py).
+The plans run in two places that must give the same pixels: `decode_image` plans inside the graph, with
+conditionals (what `tuneflow predict` and a served model need: any photo, one at a time); the training cache
+plans all its photos at once from their headers and decodes each group of photos with the same plan in a graph
+without conditionals, since a conditional in a tf.data function costs more than the resize it chooses (measured:
+0.9 ms of 2.3 per 512x384 photo). So each part is written once and both read it: the table of plans (`PLANS`),
+the rules that pick one (`plan_indices`, TensorFlow ops that run in a graph and eagerly on a whole dataset's
+headers alike) and what a plan does (`decode_with_plan`). tests/test_decoded_cache.py checks the pixels agree.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,41 +54,51 @@ class DecodePlan:
     resize: ResizeFilter
 
 
-def jpeg_ratio(width: int, height: int, image_size: int) -> int:
-    """The largest DCT downscale whose shorter side stays at least 6/7 of image_size (1 when none does)."""
+# Every plan there is, JPEG ones first; `plan_indices` picks a position in this table.
+PLANS = tuple(DecodePlan(True, ratio, resize) for ratio in (*JPEG_DECODE_RATIOS, 1) for resize in RESIZE_FILTERS) + \
+    tuple(DecodePlan(False, 1, resize) for resize in RESIZE_FILTERS)
+JPEG_PLANS = tuple(plan for plan in PLANS if plan.jpeg)
+OTHER_PLANS = PLANS[len(JPEG_PLANS):]
+
+
+def plan_indices(width: tf.Tensor, height: tf.Tensor, jpeg: tf.Tensor | bool, image_size: int) -> tf.Tensor:
+    """The position in PLANS of each photo's plan, from its size and format (int32 and bool tensors, one shape).
+
+    The rules, written once: decode_image runs them in its graph for one photo, the decoded cache eagerly for the
+    headers of all its photos at once.
+    """
     numerator, denominator = SCALED_SHORTER_SIDE_AT_LEAST
-    shorter = min(width, height)
-    for ratio in JPEG_DECODE_RATIOS:
-        if shorter * denominator >= ratio * image_size * numerator:
-            return ratio
-    return 1
-
-
-def resize_filter(width: int, height: int, image_size: int, ratio: int = 1) -> ResizeFilter:
-    """The filter for a decoded image of width x height that the JPEG decoder scaled down by `ratio`."""
-    longer, shorter = max(width, height), min(width, height)
-    if longer < 2 * image_size:
-        return "bilinear"
+    shorter, longer = tf.minimum(width, height), tf.maximum(width, height)
+    # The largest DCT downscale whose shorter side stays at least 6/7 of image_size; 1 when none does (or no JPEG).
+    ratio = tf.ones_like(shorter)
+    for candidate in sorted(JPEG_DECODE_RATIOS):  # smallest first: the largest that fits is written last
+        ratio = tf.where(jpeg & (shorter * denominator >= candidate * image_size * numerator), candidate, ratio)
+    scaled_shorter, scaled_longer = -(-shorter // ratio), -(-longer // ratio)  # libjpeg rounds a scaled side up
     # After a DCT downscale (itself a box filter), a second box blurs more than the triangle: measured 4.6 gray
-    # levels from the reference on a 4032x3024 phone photo, 1.9 with the triangle, whose cost is small beside
-    # the decode of such a photo.
-    if longer < 3 * image_size and shorter >= image_size and ratio == 1:
-        return "area"
-    return "antialias"
+    # levels from the reference on a 4032x3024 phone photo, 1.9 with the triangle, whose cost is small beside the
+    # decode of such a photo. Hence area only after a full decode.
+    area = (scaled_longer < 3 * image_size) & (scaled_shorter >= image_size) & (ratio == 1)
+    resize = tf.where(scaled_longer < 2 * image_size, RESIZE_FILTERS.index("bilinear"),
+                      tf.where(area, RESIZE_FILTERS.index("area"), RESIZE_FILTERS.index("antialias")))
+    # The plan is the row of PLANS with this format, ratio and filter.
+    matches = (tf.equal(tf.expand_dims(jpeg, -1), [plan.jpeg for plan in PLANS])
+               & tf.equal(tf.expand_dims(ratio, -1), [plan.ratio for plan in PLANS])
+               & tf.equal(tf.expand_dims(resize, -1), [RESIZE_FILTERS.index(plan.resize) for plan in PLANS]))
+    return tf.argmax(tf.cast(matches, tf.int32), axis=-1, output_type=tf.int32)
 
 
-def scaled_size(side: int, ratio: int) -> int:
-    return -(-side // ratio)  # libjpeg rounds a scaled dimension up
+def plan_decodes(headers: Sequence[tuple[int, int, bool]], image_size: int) -> list[DecodePlan]:
+    """The plan of each photo from its (width, height, jpeg), all in one call of the rules."""
+    if not headers:
+        return []
+    widths, heights, jpegs = zip(*headers)
+    indices = plan_indices(tf.constant(widths, tf.int32), tf.constant(heights, tf.int32), tf.constant(jpegs),
+                           image_size)
+    return [PLANS[index] for index in indices.numpy().tolist()]
 
 
-def plan_decode(width: int, height: int, jpeg: bool, image_size: int) -> DecodePlan:
-    ratio = jpeg_ratio(width, height, image_size) if jpeg else 1
-    resize = resize_filter(scaled_size(width, ratio), scaled_size(height, ratio), image_size, ratio)
-    return DecodePlan(jpeg, ratio, resize)
-
-
-def plan_decode_of_file(path: str, image_size: int, head: bytes | None = None) -> DecodePlan:
-    """The plan of one photo from its header: the first few KB (`head`, when the caller has read them already),
+def read_image_header(path: str, head: bytes | None = None) -> tuple[int, int, bool]:
+    """(width, height, jpeg) of one photo from its first few KB (`head`, when the caller has read them already),
     never the pixels.
 
     The JPEGs and PNGs preparation writes are read by a scan of their markers or their IHDR chunk (7x cheaper
@@ -97,13 +111,16 @@ def plan_decode_of_file(path: str, image_size: int, head: bytes | None = None) -
     head = head[:HEADER_BYTES]
     jpeg_size = plain_jpeg_size(head)
     if jpeg_size:
-        return plan_decode(*jpeg_size, True, image_size)
+        return (*jpeg_size, True)
     if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
-        return plan_decode(int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), False, image_size)
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), False
     with Image.open(path) as image:
-        width, height = image.size
-        jpeg = image.format in ("JPEG", "MPO")
-    return plan_decode(width, height, jpeg, image_size)
+        return (*image.size, image.format in ("JPEG", "MPO"))
+
+
+def plan_decode_of_file(path: str, image_size: int) -> DecodePlan:
+    """One photo's plan from its header (for many photos, `plan_decodes` plans them in one call)."""
+    return plan_decodes([read_image_header(path)], image_size)[0]
 
 
 def _decode_jpeg(encoded: tf.Tensor, ratio: int) -> tf.Tensor:
@@ -132,35 +149,23 @@ def decode_with_plan(encoded: tf.Tensor, image_size: int, plan: DecodePlan) -> t
     return _resize(image, image_size, plan.resize)
 
 
+def _switch(index: tf.Tensor, plans: tuple[DecodePlan, ...], branch: Callable[[DecodePlan], tf.Tensor]) -> tf.Tensor:
+    """branch(PLANS[index]) in the graph, with a branch for each of `plans` (a run of PLANS) only."""
+    return tf.switch_case(index - PLANS.index(plans[0]), [functools.partial(branch, plan) for plan in plans])
+
+
 def decode_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP bytes -> image_size x image_size x 3 uint8 RGB, the plan made in the graph.
-
-    The same rules as `plan_decode`, in TensorFlow, and each outcome the same `decode_with_plan`.
-    """
-    numerator, denominator = SCALED_SHORTER_SIDE_AT_LEAST
-    ratios = (*JPEG_DECODE_RATIOS, 1)
-
-    def filter_index(height: tf.Tensor, width: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
-        longer, shorter = tf.maximum(height, width), tf.minimum(height, width)
-        area = (longer < 3 * image_size) & (shorter >= image_size) & tf.equal(ratio, 1)
-        return tf.where(longer < 2 * image_size, 0, tf.where(area, 1, 2))
+    """Encoded JPEG/PNG/GIF/BMP bytes -> image_size x image_size x 3 uint8 RGB, the plan made in the graph."""
 
     def decode_jpeg() -> tf.Tensor:
-        sides = tf.io.extract_jpeg_shape(encoded)[:2]
-        fits = tf.reduce_min(sides) * denominator >= tf.constant(JPEG_DECODE_RATIOS) * image_size * numerator
-        # Ratios are largest first: the first that fits, else the full decode after them.
-        ratio_index = tf.argmax(tf.concat([tf.cast(fits, tf.int32), [1]], axis=0), output_type=tf.int32)
-        ratio = tf.gather(ratios, ratio_index)
-        scaled = (sides + ratio - 1) // ratio  # libjpeg rounds a scaled dimension up
-        plan_index = ratio_index * len(RESIZE_FILTERS) + filter_index(scaled[0], scaled[1], ratio)
-        plans = [DecodePlan(True, ratio_, resize) for ratio_ in ratios for resize in RESIZE_FILTERS]
-        return tf.switch_case(plan_index, [lambda plan=plan: decode_with_plan(encoded, image_size, plan)
-                                           for plan in plans])
+        height, width = tf.unstack(tf.io.extract_jpeg_shape(encoded)[:2])
+        return _switch(plan_indices(width, height, True, image_size), JPEG_PLANS,
+                       lambda plan: decode_with_plan(encoded, image_size, plan))
 
-    def decode_other() -> tf.Tensor:
+    def decode_other() -> tf.Tensor:  # decoded once, to learn its size, then resized as its plan says
         image = _decode_other(encoded)
-        sides = tf.shape(image)[:2]
-        return tf.switch_case(filter_index(sides[0], sides[1], tf.constant(1)),
-                              [lambda resize=resize: _resize(image, image_size, resize) for resize in RESIZE_FILTERS])
+        height, width = tf.unstack(tf.shape(image)[:2])
+        return _switch(plan_indices(width, height, False, image_size), OTHER_PLANS,
+                       lambda plan: _resize(image, image_size, plan.resize))
 
     return tf.cond(tf.io.is_jpeg(encoded), decode_jpeg, decode_other)

@@ -5,9 +5,11 @@ again, a store kept across runs (`data_root/cache/decoded/`, `storage.keep_decod
 pass decodes only the photos that are new since then: the first epoch of a retrain on a growing dataset costs
 what its new photos cost.
 
-Layout (tuneflow.imaging.decoded_layout): `<store root>/<image_size>px-<decoder>/<sha256[:2]>/<sha256>.tensor`, each file one photo's uint8
-pixels, serialised. `<decoder>` is a fingerprint of the decoding code and TensorFlow's version: any change that
-could give other pixels for the same bytes starts a new store instead of mixing two decoders' output.
+Layout (tuneflow.imaging.decoded_layout): `<store root>/<image_size>px-v<decoder version>-tf<TensorFlow version>/
+<sha256[:2]>/<sha256>.tensor`, each file one photo's uint8 pixels, serialised. The decoder version
+(`tuneflow.imaging.decoding.DECODER_VERSION`, bumped by hand, held to it by a test of the pixels) and
+TensorFlow's version (its decoders and resize kernels) name what could give other pixels for the same bytes: a
+change starts a new store instead of mixing two decoders' output, and editing the code in any other way keeps it.
 
 Why not `tf.data.Dataset.cache()`: in memory it holds the whole decoded dataset (11 GB for Food-101 at 224 px),
 and a shuffle after it holds it all a second time; on disk it writes one file whose lockfile, left by a killed
@@ -37,27 +39,16 @@ from pathlib import Path
 import tensorflow as tf
 
 from tuneflow.events import Emit, PhotosDecoded, PhotosDecoding, PhotosReused
-from tuneflow.imaging import decoding as image_decoding
-from tuneflow.dataset import images as image_headers
 from tuneflow.imaging.decoded_layout import STAGING_PREFIX, STALE_STAGING_SECONDS, cache_file
-from tuneflow.imaging.decoding import HEADER_BYTES, DecodePlan, decode_with_plan, plan_decodes, read_image_header
+from tuneflow.imaging.decoding import (
+    DECODER_VERSION, HEADER_BYTES, DecodePlan, decode_with_plan, plan_decodes, read_image_header)
 
 # Progress events while decoding: about this many per pass, at least one per photo for tiny sets.
 PROGRESS_EVENTS_PER_PASS = 20
 
 
-
-@functools.cache
-def decoder_fingerprint() -> str:
-    """Changes whenever the same photo could decode to other pixels: the decoding code, TensorFlow's version."""
-    digest = hashlib.sha256(tf.__version__.encode())
-    for module in (image_decoding, image_headers):  # the decode plans, and the header scan they are made from
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def store_for(store_root: Path, image_size: int) -> Path:
-    return Path(store_root) / f"{image_size}px-{decoder_fingerprint()}"
+    return Path(store_root) / f"{image_size}px-v{DECODER_VERSION}-tf{tf.__version__}"
 
 
 @functools.cache

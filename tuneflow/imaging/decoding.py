@@ -21,7 +21,8 @@ plans all its photos at once from their headers and decodes each group of photos
 without conditionals, since a conditional in a tf.data function costs more than the resize it chooses (measured:
 0.9 ms of 2.3 per 512x384 photo). So each part is written once and both read it: the table of plans (`PLANS`),
 the rules that pick one (`plan_indices`, TensorFlow ops that run in a graph and eagerly on a whole dataset's
-headers alike) and what a plan does (`decode_with_plan`). tests/test_decoded_cache.py checks the pixels agree.
+headers alike) and what a plan does (`decode_with_plan`). tests/test_decoded_cache.py checks the pixels agree;
+tests/test_decoder_version.py that they change only with `DECODER_VERSION`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ import tensorflow as tf
 from PIL import Image
 
 from tuneflow.dataset.images import plain_jpeg_size
+
+# Names the decoded store (tuneflow.imaging.decoded_cache): bump it whenever the same bytes could decode to other
+# pixels (a rule or threshold below, a filter, the rounding, a decode option, the header scan), so the next run
+# starts a new store instead of mixing two decoders' pixels. Only then: a bump throws away every decoded photo
+# (15 GB for Food-101), so comments and refactors that keep the pixels leave it alone. tests/test_decoder_version.py
+# fails when the pixels change and this does not.
+DECODER_VERSION = 1
 
 # JPEG decoders can scale by 1/2, 1/4 or 1/8 while decoding (in the DCT domain), largest first.
 JPEG_DECODE_RATIOS = (8, 4, 2)

@@ -20,9 +20,10 @@ conditionals (what `tuneflow predict` and a served model need: any photo, one at
 plans all its photos at once from their headers and decodes each group of photos with the same plan in a graph
 without conditionals, since a conditional in a tf.data function costs more than the resize it chooses (measured:
 0.9 ms of 2.3 per 512x384 photo). So each part is written once and both read it: the table of plans (`PLANS`),
-the rules that pick one (`plan_indices`, TensorFlow ops that run in a graph and eagerly on a whole dataset's
-headers alike) and what a plan does (`decode_with_plan`). tests/test_decoded_cache.py checks the pixels agree;
-tests/test_decoder_version.py that they change only with `DECODER_VERSION`.
+the rules that pick one (`plan_indices`, a TensorFlow function that decode_image calls in its graph and the cache
+on a whole dataset's headers at once; its filter rule `resize_index`) and what a plan does (`decode_with_plan`).
+tests/test_decoded_cache.py checks the pixels agree; tests/test_decoder_version.py that they change only with
+`DECODER_VERSION`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tuneflow.events import PhotosDecoded, PhotosReused, TrainingEvent
 from tuneflow.imaging.decoded_cache import ensure_decoded_cache, read_cached
 from tuneflow.imaging.decoding import DECODER_VERSION, decode_image, plan_decodes, read_image_header
 
@@ -84,12 +85,12 @@ def test_a_new_decoder_version_starts_a_new_store_and_keeps_the_old_one(tmp_path
 
     paths, store = fixture_paths(), tmp_path / "store"
     old_files = ensure_decoded_cache(paths, IMAGE_SIZE, store)
-    events: list[dict] = []
+    events: list[TrainingEvent] = []
     monkeypatch.setattr(decoded_cache, "DECODER_VERSION", DECODER_VERSION + 1)
     new_files = ensure_decoded_cache(paths, IMAGE_SIZE, store, events.append)
-    assert events[-1]["decoded"] == len(paths) and not set(new_files) & set(old_files)
-    assert all(Path(file).is_file() for file in old_files)
+    assert events[-1] == PhotosDecoded(name="", images=len(paths), decoded=len(paths), reused=0)
+    assert not set(new_files) & set(old_files) and all(Path(file).is_file() for file in old_files)
     monkeypatch.undo()
     events = []
     assert ensure_decoded_cache(paths, IMAGE_SIZE, store, events.append) == old_files
-    assert [event["state"] for event in events] == ["reused"]
+    assert events == [PhotosReused(name="", images=len(paths))]

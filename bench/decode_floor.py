@@ -43,7 +43,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from tuneflow.imaging.decoding import plan_decode_of_file
+    from tuneflow.imaging.decoding import plan_decodes, read_image_header
 
     paths = sorted(str(path) for path in (root / "train").rglob("*") if path.is_file())
     count = len(paths)
@@ -60,8 +60,7 @@ def main() -> None:
     # The DCT scale each photo's decode plan uses: the smallest decode that keeps the resize quality the decoder
     # promises (tuneflow/imaging/decoding.py). Grouped by scale, as the decoded cache's pass groups them.
     by_ratio: dict[int, list[str]] = {}
-    for path in paths:
-        plan = plan_decode_of_file(path, IMAGE_SIZE)
+    for path, plan in zip(paths, plan_decodes([read_image_header(path) for path in paths], IMAGE_SIZE)):
         by_ratio.setdefault(plan.ratio if plan.jpeg else 0, []).append(path)
 
     def decoding_at(ratio: int):

@@ -83,13 +83,13 @@ def main() -> None:
     import tensorflow as tf
 
     from tuneflow.imaging.decoded_cache import ensure_decoded_cache
-    from tuneflow.imaging.decoding import plan_decode_of_file
+    from tuneflow.imaging.decoding import plan_decodes, read_image_header
     from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 
     classes = list(SAMPLE_CLASSES)
     paths, labels = list_split(root, "train", classes)
     count = len(paths)
-    plans = Counter(plan_decode_of_file(path, IMAGE_SIZE) for path in paths)
+    plans = Counter(plan_decodes([read_image_header(path) for path in paths], IMAGE_SIZE))
     print(f"\ndecode plans at {IMAGE_SIZE} px (share of photos):")
     for plan, number in plans.most_common():
         kind = f"JPEG at 1/{plan.ratio}" if plan.jpeg else "PNG"

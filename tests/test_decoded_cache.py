@@ -38,7 +38,7 @@ def test_photos_of_every_size_and_format_are_cached_as_decode_image_sees_them(tm
 
     from PIL import Image
 
-    from tuneflow.imaging.decoding import plan_decode_of_file
+    from tuneflow.imaging.decoding import plan_decodes, read_image_header
 
     shapes = [(512, 512, "JPEG"), (512, 384, "JPEG"), (384, 512, "JPEG"), (512, 341, "JPEG"), (300, 200, "JPEG"),
               (2400, 800, "JPEG"), (4032, 3024, "JPEG"), (60, 40, "JPEG"), (512, 384, "PNG"), (900, 700, "PNG"),
@@ -52,7 +52,7 @@ def test_photos_of_every_size_and_format_are_cached_as_decode_image_sees_them(tm
         path = tmp_path / f"{number}.{fmt.lower()}"
         path.write_bytes(encoded.getvalue())
         paths.append(str(path))
-    plans = {plan_decode_of_file(path, 224) for path in paths}
+    plans = set(plan_decodes([read_image_header(path) for path in paths], 224))
     assert {(plan.ratio, plan.resize) for plan in plans} >= {
         (2, "bilinear"), (1, "area"), (1, "bilinear"), (4, "antialias"), (8, "antialias"), (1, "antialias")}
     files = ensure_decoded_cache(paths, 224, tmp_path / "cache")

@@ -5,9 +5,11 @@ again, a store kept across runs (`data_root/cache/decoded/`, `storage.keep_decod
 pass decodes only the photos that are new since then: the first epoch of a retrain on a growing dataset costs
 what its new photos cost.
 
-Layout (tuneflow.imaging.decoded_layout): `<store root>/<image_size>px-<decoder>/<sha256[:2]>/<sha256>.tensor`, each file one photo's uint8
-pixels, serialised. `<decoder>` is a fingerprint of the decoding code and TensorFlow's version: any change that
-could give other pixels for the same bytes starts a new store instead of mixing two decoders' output.
+Layout (tuneflow.imaging.decoded_layout): `<store root>/<image_size>px-v<decoder version>-tf<TensorFlow version>/
+<sha256[:2]>/<sha256>.tensor`, each file one photo's uint8 pixels, serialised. The decoder version
+(`tuneflow.imaging.decoding.DECODER_VERSION`, bumped by hand, held to it by a test of the pixels) and
+TensorFlow's version (its decoders and resize kernels) name what could give other pixels for the same bytes: a
+change starts a new store instead of mixing two decoders' output, and editing the code in any other way keeps it.
 
 Why not `tf.data.Dataset.cache()`: in memory it holds the whole decoded dataset (11 GB for Food-101 at 224 px),
 and a shuffle after it holds it all a second time; on disk it writes one file whose lockfile, left by a killed
@@ -37,27 +39,16 @@ from pathlib import Path
 import tensorflow as tf
 
 from tuneflow.events import Emit, PhotosDecoded, PhotosDecoding, PhotosReused
-from tuneflow.imaging import decoding as image_decoding
-from tuneflow.dataset import images as image_headers
 from tuneflow.imaging.decoded_layout import STAGING_PREFIX, STALE_STAGING_SECONDS, cache_file
-from tuneflow.imaging.decoding import HEADER_BYTES, DecodePlan, decode_with_plan, plan_decode_of_file
+from tuneflow.imaging.decoding import (
+    DECODER_VERSION, HEADER_BYTES, DecodePlan, decode_with_plan, plan_decodes, read_image_header)
 
 # Progress events while decoding: about this many per pass, at least one per photo for tiny sets.
 PROGRESS_EVENTS_PER_PASS = 20
 
 
-
-@functools.cache
-def decoder_fingerprint() -> str:
-    """Changes whenever the same photo could decode to other pixels: the decoding code, TensorFlow's version."""
-    digest = hashlib.sha256(tf.__version__.encode())
-    for module in (image_decoding, image_headers):  # the decode plans, and the header scan they are made from
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def store_for(store_root: Path, image_size: int) -> Path:
-    return Path(store_root) / f"{image_size}px-{decoder_fingerprint()}"
+    return Path(store_root) / f"{image_size}px-v{DECODER_VERSION}-tf{tf.__version__}"
 
 
 @functools.cache
@@ -66,12 +57,12 @@ def cached_file_bytes(image_size: int) -> int:
     return len(tf.io.serialize_tensor(tf.zeros((image_size, image_size, 3), tf.uint8)).numpy())
 
 
-def read_photo_header(path: str, image_size: int) -> tuple[str, DecodePlan]:
-    """(SHA-256 of the file's bytes, its decode plan)."""
+def read_photo_header(path: str) -> tuple[str, tuple[int, int, bool]]:
+    """(SHA-256 of the file's bytes, (width, height, jpeg) from its header)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
-        return hashlib.sha256(data).hexdigest(), plan_decode_of_file(path, image_size, head=data[:HEADER_BYTES])
+        return hashlib.sha256(data).hexdigest(), read_image_header(path, head=data[:HEADER_BYTES])
     except (OSError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
         raise ValueError(
             f"cannot read the image header of {path!r} ({type(error).__name__}: {error}); training reads the "
@@ -111,7 +102,7 @@ def ensure_decoded_cache(
     store.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(store)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        headers = list(pool.map(lambda path: read_photo_header(path, image_size), paths))
+        headers = list(pool.map(read_photo_header, paths))
     files = [cache_file(store, digest) for digest, _ in headers]
 
     # One decode per distinct photo the store lacks (or holds damaged); every other photo is a hit, marked used.
@@ -139,8 +130,8 @@ def ensure_decoded_cache(
 
 
 def decode_into_store(
-    paths: list[str], headers: list[tuple[str, DecodePlan]], files: list[Path], indices: list[int], image_size: int,
-    staging: Path, emit: Emit, name: str, reused: int,
+    paths: list[str], headers: list[tuple[str, tuple[int, int, bool]]], files: list[Path], indices: list[int],
+    image_size: int, staging: Path, emit: Emit, name: str, reused: int,
 ) -> None:
     """Decode the photos at `indices` into staging, then rename each finished chunk to its place in the store."""
     chunk = max(1, len(indices) // PROGRESS_EVENTS_PER_PASS)
@@ -148,10 +139,10 @@ def decode_into_store(
     emit(progress)
     staged = {index: str(staging / files[index].name) for index in indices}
     # Each plan's photos decoded by a graph without conditionals (see tuneflow.imaging.decoding): the same pixels
-    # as decode_image, at a fraction of the cost per photo.
+    # as decode_image, at a fraction of the cost per photo. All planned in one call of the rules.
     groups: dict[DecodePlan, list[int]] = {}
-    for index in indices:
-        groups.setdefault(headers[index][1], []).append(index)
+    for index, plan in zip(indices, plan_decodes([headers[index][1] for index in indices], image_size)):
+        groups.setdefault(plan, []).append(index)
 
     def decode_group(plan: DecodePlan, members: list[int]) -> tf.data.Dataset:
         def decode_and_write(index: tf.Tensor, source: tf.Tensor, target: tf.Tensor) -> tf.Tensor:

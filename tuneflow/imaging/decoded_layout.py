@@ -1,7 +1,8 @@
 """Where the decoded photos of tuneflow.imaging.decoded_cache lie, without TensorFlow: retention reads the layout too.
 
-    <store root>/<image_size>px-<decoder>/<sha256[:2]>/<sha256>.tensor
-    <store root>/<image_size>px-<decoder>/.staging-<pid>-<token>/     a decoding pass's files until written whole
+    <store root>/<image_size>px-v<decoder version>-tf<TensorFlow version>/<sha256[:2]>/<sha256>.tensor
+    <store root>/<image_size>px-v<decoder version>-tf<TensorFlow version>/.staging-<pid>-<token>/
+                                                   a decoding pass's files until written whole
 """
 
 from __future__ import annotations

@@ -25,10 +25,18 @@ from tuneflow.config import (
     StorageSettings,
     TrainingSettings,
 )
-from tuneflow.storage import DATA_ROOT_VARIABLE, default_data_root
+from tuneflow.storage import (
+    DATA_ROOT_VARIABLE,
+    DEFAULT_DATA_ROOT,
+    EXPORTS_FOLDER,
+    RUNS_FOLDER,
+    SAMPLE_FOLDER,
+    default_data_root,
+)
 
-DEMO_DATA_ROOT = Path("data")
-DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
+DEMO_DATA_ROOT = DEFAULT_DATA_ROOT
+SAMPLE_ARCHIVE = Path(SAMPLE_FOLDER) / "dataset.zip"
+DEMO_ARCHIVE = DEMO_DATA_ROOT / SAMPLE_ARCHIVE
 # Sized to finish well inside a few minutes on 2 CPU cores.
 DEMO_SAMPLE = {"images_per_class": 40, "image_size": 96}
 DEMO_TRAINING = {"image_size": 48, "batch_size": 16, "epochs": 5}
@@ -40,8 +48,6 @@ PREFECT_START_NOTICE_EVERY_S = 15
 
 # `tuneflow predict current ...`: the model in use, DATA_ROOT/models/current.
 CURRENT_MODEL = "current"
-# `tuneflow export` writes DATA_ROOT/exports/<version>-<format>/ unless told where.
-EXPORTS_FOLDER = "exports"
 
 # (config section, settings model); None is the top level of RetrainConfig.
 CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
@@ -282,7 +288,7 @@ def command_demo(options: argparse.Namespace) -> int:
     started = time.perf_counter()
     start_prefect_api()  # first, while nothing else needs the CPU
     data_root = Path(options.data_root)
-    archive = write_sample_dataset(data_root / "sample" / "dataset.zip", **DEMO_SAMPLE)
+    archive = write_sample_dataset(data_root / SAMPLE_ARCHIVE, **DEMO_SAMPLE)
     print(f"demo: generated the sample dataset {archive}")
     try:
         weights_file = download_imagenet_weights()
@@ -335,7 +341,7 @@ def command_runs(options: argparse.Namespace) -> int:
         return 0
     runs = list_runs(data_root)
     if not runs:
-        print(f"no runs under {data_root / 'runs'}")
+        print(f"no runs under {data_root / RUNS_FOLDER}")
         return 0
     in_use = current_version(data_root)
     print(f"{'run id':<24} {'status':<10} {'size':>9} {'heavy':>9} {'accuracy':>9}  promoted")

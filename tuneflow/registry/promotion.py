@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from tuneflow.fetch.archives import FetchedArchive
+from tuneflow.atomic_files import write_json_atomically
 from tuneflow.evaluation.comparison import PairedComparison, compare_paired
 from tuneflow.config import PromotionSettings, ServingSettings
 from tuneflow.evaluation.evaluate import predict_files
@@ -207,9 +207,7 @@ def record_in_metrics(metrics_path: Path, decision: PromotionDecision) -> None:
         "compared_with": decision.baseline.version if decision.baseline else None,
         "comparison": comparison.model_dump(mode="json") if comparison else None,
     }
-    temporary = metrics_path.with_name(f".{metrics_path.name}.tmp")
-    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(temporary, metrics_path)
+    write_json_atomically(metrics_path, metrics)
 
 
 def promote_trained_model(

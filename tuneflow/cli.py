@@ -25,6 +25,7 @@ from tuneflow.config import (
     StorageSettings,
     TrainingSettings,
 )
+from tuneflow.formatting import UNDEFINED, byte_size, percent
 from tuneflow.storage import (
     DATA_ROOT_VARIABLE,
     DEFAULT_DATA_ROOT,
@@ -190,7 +191,7 @@ def command_retrain(options: argparse.Namespace) -> int:
         print(f"tuneflow retrain: {describe_validation_error(error)}", file=sys.stderr)
         return 2
     summary = run_retrain(config)
-    print(f"validation accuracy {summary.accuracy:.2%}; report: {summary.html_report_path}")
+    print(f"validation accuracy {percent(summary.accuracy)}; report: {summary.html_report_path}")
     print(f"{'promoted' if summary.promoted else 'not promoted'}: {summary.promotion_reason}")
     return 0
 
@@ -277,7 +278,7 @@ def command_sample(options: argparse.Namespace) -> int:
     path = write_sample_dataset(
         Path(options.path), images_per_class=options.images_per_class, image_size=options.image_size, seed=options.seed
     )
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {path} ({byte_size(path.stat().st_size)})")
     return 0
 
 
@@ -309,20 +310,12 @@ def command_demo(options: argparse.Namespace) -> int:
     print(
         f"demo: done in {time.perf_counter() - started:.0f} s. Weights: "
         f"{'ImageNet' if weights == 'imagenet' else 'random initialisation (ImageNet unreachable)'}.\n"
-        f"demo: validation accuracy {summary.accuracy:.2%}\n"
+        f"demo: validation accuracy {percent(summary.accuracy)}\n"
         f"demo: report {summary.html_report_path}\n"
         f"demo: {'promoted' if summary.promoted else 'not promoted'}: {summary.promotion_reason}\n"
         f"demo: model  {summary.model_path}  (try: tuneflow predict --data-root {data_root} current IMAGE_OR_FOLDER)"
     )
     return 0
-
-
-def human_bytes(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} GB"
 
 
 def command_runs(options: argparse.Namespace) -> int:
@@ -335,8 +328,8 @@ def command_runs(options: argparse.Namespace) -> int:
         verb = "would remove" if options.dry_run else "removed"
         for item in removed:
             part = f": {item.part}" if item.part else ""
-            print(f"{verb} {item.path} ({human_bytes(item.bytes)}{part})")
-        total = human_bytes(sum(item.bytes for item in removed))
+            print(f"{verb} {item.path} ({byte_size(item.bytes)}{part})")
+        total = byte_size(sum(item.bytes for item in removed))
         print(f"{verb} {len(removed)} folder(s), {total}; the newest {options.keep} finished run(s) keep everything")
         return 0
     runs = list_runs(data_root)
@@ -347,11 +340,11 @@ def command_runs(options: argparse.Namespace) -> int:
     print(f"{'run id':<24} {'status':<10} {'size':>9} {'heavy':>9} {'accuracy':>9}  promoted")
     for run in runs:
         status = "pruned" if run.pruned else ("finished" if run.finished else "unfinished")
-        accuracy = f"{run.accuracy:.2%}" if run.accuracy is not None else "-"
-        promoted = {True: "yes", False: "no", None: "-"}[run.promoted] + (" (in use)" if run.run_id == in_use else "")
-        print(f"{run.run_id:<24} {status:<10} {human_bytes(run.size_bytes):>9} {human_bytes(run.heavy_bytes):>9} "
+        accuracy = percent(run.accuracy)
+        promoted = {True: "yes", False: "no", None: UNDEFINED}[run.promoted] + (" (in use)" if run.run_id == in_use else "")
+        print(f"{run.run_id:<24} {status:<10} {byte_size(run.size_bytes):>9} {byte_size(run.heavy_bytes):>9} "
               f"{accuracy:>9}  {promoted}")
-    total = human_bytes(sum(run.size_bytes for run in runs))
+    total = byte_size(sum(run.size_bytes for run in runs))
     print(f"{len(runs)} run(s), {total} in all (hard-linked photos counted once per run)")
     return 0
 

@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from tuneflow.report import plots
-from tuneflow.report.text import UNDEFINED, escape, number, percent, table
+from tuneflow.formatting import UNDEFINED, number, percent
+from tuneflow.report.text import escape, table
 from tuneflow.registry.versions import current_version, list_versions, read_version_record
 
 # Most telling first: the dashboard's artifact pane cuts off what does not fit its width (so the model in use is

@@ -21,8 +21,8 @@ import pandas as pd
 from PIL import Image, ImageOps
 from pydantic import BaseModel
 
+from tuneflow.formatting import byte_size, number, percent, points
 from tuneflow.report.fonts import numbered_classes
-from tuneflow.report.text import number
 from tuneflow.evaluation.metrics import Metrics, worst_first
 from tuneflow.registry.promotion import PromotionDecision
 
@@ -77,19 +77,6 @@ def thumbnail_uri(path: Path, size: int = THUMBNAIL_PX) -> str | None:
     except OSError:
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def percent(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def points(change: float) -> str:
-    """A change in accuracy as signed percentage points: +2.5 pts."""
-    return f"{change * 100:+.1f} pts"
-
-
-def ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
 
 
 def meter_width(value: float) -> str:
@@ -163,7 +150,7 @@ def headline_cards(content: ReportContent) -> list[Card]:
         change_card(content.decision),
         *([Card(f"top-{k} accuracy", percent(metrics.top_k_accuracy[k]), f"true class among the {k} most probable")]
           if k else []),
-        Card("macro F1", ratio(metrics.macro.f1), f"over {sum(1 for m in metrics.per_class.values() if m.support)} classes"),
+        Card("macro F1", number(metrics.macro.f1), f"over {sum(1 for m in metrics.per_class.values() if m.support)} classes"),
         Card("calibration error", percent(metrics.calibration.expected_calibration_error),
              f"mean confidence {percent(metrics.calibration.mean_confidence)}"),
     ]
@@ -184,13 +171,6 @@ LABELS = {"path": "local copy", "md5": "archive MD5", "size_bytes": "archive siz
 
 def label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " "))
-
-
-def _size(num_bytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if num_bytes >= scale:
-            return f"{num_bytes / scale:.1f} {unit} ({num_bytes:,} bytes)"
-    return f"{num_bytes:,} bytes"
 
 
 def field_text(value) -> str | list[str] | None:
@@ -221,7 +201,9 @@ def record_rows(record: BaseModel, skip: set[str] = frozenset()) -> list[RecordR
         if name in skip:
             continue
         description = fields[name].description if name in fields else None
-        shown = _size(value) if name.endswith("_bytes") and isinstance(value, int) else field_text(value)
+        # the exact count too: it is what a reader compares with the size Drive or `ls -l` gives
+        shown = (f"{byte_size(value)} ({value:,} bytes)" if name.endswith("_bytes") and isinstance(value, int)
+                 else field_text(value))
         rows.append(RecordRow(label(name), description, shown))
     return rows
 
@@ -268,7 +250,7 @@ def _templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(percent=percent, ratio=ratio, meter_width=meter_width)
+    environment.filters.update(percent=percent, points=points, ratio=number, meter_width=meter_width)
     return environment
 
 

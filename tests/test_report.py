@@ -167,6 +167,16 @@ def test_html_is_self_contained(run):
     assert not re.search(r'(href|src)="(https?:|file:|/)', html), "the report must not load anything from outside"
 
 
+def test_html_and_markdown_show_one_counts_table(run):
+    """Images per class and split, totalled the same way under the same labels in report.html and report.md."""
+    dataset = run["content"].dataset
+    html, markdown = run["files"].html.read_text(), run["files"].markdown.read_text()
+    train, val = sum(dataset.counts["train"].values()), sum(dataset.counts["val"].values())
+    totals = ["all classes", f"{train:,}", f"{val:,}", f"{train + val:,}"]
+    assert re.search(r'<tr class="total">' + "".join(rf'<td[^>]*>{cell}</td>' for cell in totals), html)
+    assert re.search(r"^\| all classes +\| +" + r" +\| +".join(totals[1:]) + r" +\|$", markdown, re.MULTILINE)
+
+
 def test_html_shows_the_numbers_a_reader_checks(run):
     html, metrics, decision = run["files"].html.read_text(), run["metrics"], run["decision"]
     accuracy = f"{metrics.accuracy:.2%}"  # as report.md, the CLI and the promotion's reason write it

@@ -21,7 +21,9 @@ import pandas as pd
 from PIL import Image, ImageOps
 from pydantic import BaseModel
 
+from tuneflow.dataset.prepare import counts_table
 from tuneflow.formatting import byte_size, number, percent, points
+from tuneflow.records import PreparedDataset
 from tuneflow.report.fonts import numbered_classes
 from tuneflow.evaluation.metrics import Metrics, worst_first
 from tuneflow.registry.promotion import PromotionDecision
@@ -54,7 +56,7 @@ class ReportContent:
     figures: dict[str, bytes]  # name -> PNG: curves, confusion, per_class, calibration, history
     mistakes: list[Thumbnail]
     typical: dict[str, list[Thumbnail]]
-    dataset: BaseModel
+    dataset: PreparedDataset
     archive: BaseModel
     training: dict
     config: dict
@@ -218,13 +220,12 @@ class Table:
     total: list[str] | None = None
 
 
-def counts_table(dataset: BaseModel, classes: list[str]) -> Table:
-    """Images per class (rows) and split (columns), with a total column; the last row sums each column."""
-    counts = pd.DataFrame(getattr(dataset, "counts", {})).reindex(classes).fillna(0).astype(int)
-    counts["total"] = counts.sum(axis=1)
+def counts_html_table(dataset: PreparedDataset) -> Table:
+    """The table of images per class and split that report.md and the dataset artifact show, as HTML cells."""
+    counts = counts_table(dataset)
     rows = [[str(name), *(f"{v:,}" for v in row)] for name, row in counts.iterrows()]
-    return Table(["class", *(str(c) for c in counts.columns)], rows, [False] + [True] * len(counts.columns),
-                 total=["all", *(f"{v:,}" for v in counts.sum())])
+    return Table([counts.index.name, *(str(c) for c in counts.columns)], rows[:-1],
+                 [False] + [True] * len(counts.columns), total=rows[-1])
 
 
 def history_table(history: pd.DataFrame) -> Table:
@@ -283,7 +284,7 @@ def render_html(content: ReportContent) -> str:
         # png_uri builds a data: URI of base64 text, which has nothing to escape: it needs no |safe.
         figures={name: png_uri(png) for name, png in content.figures.items()},
         verdict=calibration_verdict(metrics),
-        counts=counts_table(content.dataset, metrics.classes),
+        counts=counts_html_table(content.dataset),
         provenance=record_rows(content.archive),
         preparation=record_rows(content.dataset, skip={"classes", "counts"}),
         history=history_table(content.history),

@@ -97,11 +97,6 @@ def history_cells(row: VersionRow) -> list[str]:
     ]
 
 
-def history_table_rows(rows: list[VersionRow]) -> list[dict]:
-    """The history as table rows (newest first), for a table artifact or any other reader."""
-    return [dict(zip(HISTORY_COLUMNS, history_cells(row))) for row in reversed(rows)]
-
-
 def render_history_markdown(rows: list[VersionRow], chart_uri: str | None) -> str:
     """The retrain-history artifact: the chart of accuracy over time, then every version, newest first."""
     in_use = next((row for row in rows if row.in_use), None)

@@ -1,6 +1,6 @@
 """What stays on disk as runs pile up: the newest runs keep everything, older ones their results only.
 
-Weekly retraining on Food-101 would otherwise add about 5 GB of photos and, while training, up to 11 GB of decoded
+Weekly retraining on Food-101 would otherwise add about 5 GB of photos and, while training, up to 15 GB of decoded
 pixels per run. Heavy files are what only training or a resume needs:
 
     runs/<id>/dataset/       the prepared photos (hard links into the cached preparation)

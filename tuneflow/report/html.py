@@ -100,7 +100,7 @@ def findings(metrics: Metrics) -> list[str]:
     for name, m in metrics.per_class.items():
         share = m.predicted / metrics.num_images
         if len(metrics.classes) > 2 and share > DOMINANT_SHARE and share > 2 * m.support / metrics.num_images:
-            notes.append(f"{name} takes {share:.0%} of all predictions but is {m.support / metrics.num_images:.0%} "
+            notes.append(f"{name} takes {percent(share, 0)} of all predictions but is {percent(m.support / metrics.num_images, 0)} "
                          "of the images: the model has mostly learned to answer one class.")
     absent = [name for name, m in metrics.per_class.items() if not m.support]
     if absent:

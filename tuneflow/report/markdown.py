@@ -168,7 +168,7 @@ def confused_markdown(metrics: Metrics) -> list[str]:
         return ["No validation image was misclassified.", ""]
     return [
         f"- {escape(p.true_class)} → {escape(p.predicted_class)}: {p.count} images "
-        f"({p.share_of_class:.0%} of {escape(p.true_class)})"
+        f"({percent(p.share_of_class, 0)} of {escape(p.true_class)})"
         for p in metrics.most_confused
     ] + [""]
 

@@ -52,15 +52,16 @@ def jpeg_variants(count: int, size: int, quality: int):
 
 
 def build_zip(path: Path, classes: int, per_class: int, size: int, quality: int) -> Path:
+    from tuneflow.atomic_files import atomic_destination
+
     if path.exists():
         return path
-    partial = path.with_suffix(".partial")
     images = jpeg_variants(classes * per_class, size, quality)
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:  # what `zip -r` writes
+    # ZIP_DEFLATED: what `zip -r` writes
+    with atomic_destination(path) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
         for c in range(classes):
             for i in range(per_class):
                 archive.writestr(f"dataset/class_{c:03d}/{i:05d}.jpg", next(images))
-    partial.replace(path)
     return path
 
 

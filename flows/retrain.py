@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
 from tuneflow.tasks.evaluate import evaluate_model
@@ -15,9 +13,9 @@ from tuneflow.tasks.report import write_report
 from tuneflow.tasks.train import fine_tune
 from tuneflow.config import RetrainConfig
 from tuneflow.records import RunSummary
-from tuneflow.runs.retention import DECODED_CACHE, PREPARED_CACHE
 from tuneflow.runs.folders import check_archive_of_run, earlier_run_for_upload, open_run_dir
 from tuneflow.sources import parse_drive_source
+from tuneflow.storage import DECODED_CACHE, PREPARED_CACHE, RUN_DATASET_FOLDER
 
 
 def for_drive_upload(config: RetrainConfig, drive_file_id: str | None) -> RetrainConfig:
@@ -53,7 +51,7 @@ def retrain(
         print(f"Drive revision {drive_revision} was replaced by {archive.drive_revision} before this run fetched it")
     weights_path = fetch_weights(config.training.weights, config.drive, config.data_root)
     prepared_cache = config.data_root / PREPARED_CACHE if config.storage.reuse_prepared else None
-    dataset = prepare(archive.path, run_dir / "dataset", config.data, config.seed, prepared_cache, archive.md5)
+    dataset = prepare(archive.path, run_dir / RUN_DATASET_FOLDER, config.data, config.seed, prepared_cache, archive.md5)
     decoded_store = config.data_root / DECODED_CACHE if config.storage.keep_decoded_photos else None
     trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir, decoded_store)
     evaluation = evaluate_model(trained, dataset, archive, run_dir)

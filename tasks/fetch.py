@@ -1,7 +1,7 @@
 """Fetch step: Prefect's view of getting the dataset archive and the initial weights.
 
 A source is a local path, or a Google Drive file (`drive://ID` or a share link) downloaded into the content
-cache under `<data_root>/cache/`. The logic is plain Python in `tuneflow.fetch.archives`, `tuneflow.fetch.weights` and
+cache under `<data_root>/cache/drive/`. The logic is plain Python in `tuneflow.fetch.archives`, `tuneflow.fetch.weights` and
 `tuneflow.fetch.drive`; the tasks here add what only Prefect has: the run logger, a progress artifact, the retry policy
 and a key kept in a Prefect Secret block. They are the pipeline's network edge, the only tasks that retry, and
 only for failures that may pass (rate limits, outages).
@@ -19,7 +19,6 @@ from prefect.logging import get_run_logger
 from tuneflow.fetch.archives import FetchedArchive, fetch_archive
 from tuneflow.config import DriveSettings
 from tuneflow.fetch.drive import (
-    DRIVE_CACHE_FOLDER,
     DownloadProgress,
     DriveCredentialsError,
     DriveTransientError,
@@ -29,6 +28,7 @@ from tuneflow.fetch.drive import (
     load_service_account_key,
 )
 from tuneflow.fetch.weights import resolve_weights
+from tuneflow.storage import DEFAULT_DATA_ROOT, DRIVE_CACHE
 
 DATASET_PROGRESS_KEY = "drive-dataset-download"
 WEIGHTS_PROGRESS_KEY = "drive-weights-download"
@@ -88,12 +88,12 @@ def retry_only_transient_drive_errors(task: Any, task_run: Any, state: Any) -> b
     retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
     retry_condition_fn=retry_only_transient_drive_errors,
 )
-def fetch_dataset(source: str, drive: DriveSettings | None = None, data_root: Path = Path("data")) -> FetchedArchive:
+def fetch_dataset(source: str, drive: DriveSettings | None = None, data_root: Path = DEFAULT_DATA_ROOT) -> FetchedArchive:
     """Locate the local dataset archive, or download the Drive one into the cache, and fingerprint it."""
     return fetch_archive(
         source,
         drive or DriveSettings(),
-        Path(data_root) / DRIVE_CACHE_FOLDER,
+        Path(data_root) / DRIVE_CACHE,
         load_key=load_drive_key,
         on_progress=progress_artifact_updater(DATASET_PROGRESS_KEY),
         logger=get_run_logger(),
@@ -106,12 +106,12 @@ def fetch_dataset(source: str, drive: DriveSettings | None = None, data_root: Pa
     retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
     retry_condition_fn=retry_only_transient_drive_errors,
 )
-def fetch_weights(weights: str, drive: DriveSettings | None = None, data_root: Path = Path("data")) -> Path | None:
+def fetch_weights(weights: str, drive: DriveSettings | None = None, data_root: Path = DEFAULT_DATA_ROOT) -> Path | None:
     """Make the initial ResNet50 weights available locally (None: random initialisation)."""
     return resolve_weights(
         weights,
         drive,
-        Path(data_root) / DRIVE_CACHE_FOLDER,
+        Path(data_root) / DRIVE_CACHE,
         load_key=load_drive_key,
         on_progress=progress_artifact_updater(WEIGHTS_PROGRESS_KEY),
         logger=get_run_logger(),

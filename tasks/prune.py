@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
+from tuneflow.formatting import byte_size
 from tuneflow.runs.retention import Removed, prune_heavy_files
 
 
@@ -16,8 +17,8 @@ def prune_runs(data_root: Path, keep: int) -> list[Removed]:
     removed = prune_heavy_files(data_root, keep)
     logger = get_run_logger()
     if removed:
-        freed = sum(item.bytes for item in removed) / 1e9
-        logger.info("retention (storage.keep_runs=%d): freed %.2f GB: %s", keep, freed,
+        freed = byte_size(sum(item.bytes for item in removed))
+        logger.info("retention (storage.keep_runs=%d): freed %s: %s", keep, freed,
                     ", ".join(str(item.path.relative_to(data_root)) for item in removed))
     else:
         logger.info("retention (storage.keep_runs=%d): nothing to remove", keep)

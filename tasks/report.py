@@ -16,6 +16,7 @@ from prefect.logging import get_run_logger
 
 from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.config import RetrainConfig
+from tuneflow.formatting import percent
 from tuneflow.report.dashboard import ReportLocation, compact_png, locate_report, location_markdown, render_dashboard_report
 from tuneflow.report.history import VersionRow, render_history_markdown
 from tuneflow.report.html import ReportContent, png_uri
@@ -35,7 +36,7 @@ def publish_artifacts(content: ReportContent, location: ReportLocation) -> None:
     logger = get_run_logger()
     metrics, decision = content.metrics, content.decision
     verdict = "" if decision is None else ("; promoted" if decision.promoted else "; not promoted")
-    description = f"tuneflow run {content.run_id}: validation accuracy {metrics.accuracy:.2%}{verdict}"
+    description = f"tuneflow run {content.run_id}: validation accuracy {percent(metrics.accuracy)}{verdict}"
     report = render_dashboard_report(content, location)
     create_markdown_artifact(key=SUMMARY_ARTIFACT_KEY, markdown=report.markdown, description=description)
     logger.info("%s artifact: %s kB with its figures embedded%s", SUMMARY_ARTIFACT_KEY,

@@ -4,6 +4,7 @@ half-written photo never read as pixels; never wedged by a killed pass."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from tuneflow.imaging.decoded_cache import cached_file_bytes, ensure_decoded_cac
 from tuneflow.imaging.decoded_layout import CACHE_SUFFIX, STAGING_PREFIX
 from tuneflow.imaging.decoding import decode_image
 from tuneflow.imaging.pipeline import list_split, make_input_pipeline
+
+
+REPO = Path(__file__).resolve().parents[1]
+FOOD101_PHOTOS = 101 * 1000  # every one goes through the store: train and val pipelines both read it
 
 
 def photos(tiny_dataset) -> list[str]:
@@ -161,3 +166,12 @@ def test_every_epoch_sees_every_photo_once_in_a_new_order(tiny_dataset, tmp_path
     epochs = [np.concatenate([images.numpy().reshape(len(images), -1)[:, :8] for images, _ in dataset]) for _ in range(2)]
     assert epochs[0].shape == (24, 8) and not np.array_equal(epochs[0], epochs[1])
     assert sorted(map(bytes, epochs[0])) == sorted(map(bytes, epochs[1]))  # the same photos, in another order
+
+
+def test_the_docs_give_the_size_the_store_takes_for_food101():
+    """README, docs/training.md and docs/operations.md state one size for Food-101 at 224 px: the size of the files."""
+    size = round(FOOD101_PHOTOS * cached_file_bytes(224) / 1e9)  # 101,000 x 150,550 bytes
+    for page in ("README.md", "docs/training.md", "docs/operations.md"):
+        text = " ".join((REPO / page).read_text(encoding="utf-8").split())  # a phrase may wrap across lines
+        stated = re.findall(r"(\d+) GB for Food-101 at 224 px", text)
+        assert stated and set(stated) == {str(size)}, f"{page} gives {stated or 'no'} GB for the store; it takes {size} GB"

@@ -6,6 +6,8 @@ text in lower case, punctuation dropped, spaces as hyphens, -1, -2 ... for repea
 
 from __future__ import annotations
 
+import argparse
+import ast
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -133,3 +135,149 @@ def test_the_code_map_names_every_module_and_subpackage(folder, name):
         entry = folder.removeprefix("tuneflow/").split("/")[-1] + "/"
         block = re.search(rf"^.*(?<![\w/]){re.escape(entry)}.*(?:\n\s{{6,}}\S.*)*", text, re.MULTILINE)
         assert block and re.search(rf"\b{re.escape(name)}\b", block.group(0)), f"{folder}/{name} not under {entry}"
+
+
+# --- the command line and the code the docs name -------------------------------------------------------------------
+
+OPTION = re.compile(r"(?<![\w-])--[a-z][\w-]*")
+INLINE_CODE_TEXT = re.compile(r"`([^`]+)`")
+SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
+
+
+def cli_parsers() -> dict[str, argparse.ArgumentParser]:
+    """`tuneflow` itself (under "") and each subcommand, as the CLI's own build_parser builds them."""
+    from tuneflow.cli import build_parser
+
+    parser = build_parser()
+    parsers = {"": parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.update(action.choices)
+    return parsers
+
+
+def options_of(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def command_fragments(page: Path) -> list[tuple[int, str]]:
+    """(line, code) for each inline code span and each command of a shell code block (continued lines joined);
+    (line, "") where a paragraph, a table row, a code block or a section ends."""
+    found, fence, continued = [], None, ""
+    for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        if opening := FENCE.match(line):
+            fence = None if fence is not None else line.strip()[len(opening.group(1)):].strip()
+            found.append((number, ""))
+        elif fence is not None:
+            if fence in SHELL_FENCES:
+                command = continued + line.split(" #")[0].strip()
+                continued = command[:-1] if command.endswith("\\") else ""
+                if not continued:
+                    found.append((number, command))
+        elif not line.strip() or HEADING.match(line):
+            found.append((number, ""))
+        else:
+            if line.lstrip().startswith("|"):
+                found.append((number, ""))  # each row of a table is one setting, as a paragraph is one topic
+            found += [(number, code.strip()) for code in INLINE_CODE_TEXT.findall(line)]
+    return found
+
+
+def other_program(words: list[str]) -> bool:
+    """`prefect worker start ...`, `make test`, `bench/scale_bench.py`: a command line of a program not ours."""
+    if words[0].removeprefix(".venv/bin/") == "tuneflow" or words[0].startswith("--"):
+        return False
+    return words[0].startswith(("bench/", "scripts/")) or (
+        len(words) > 1 and re.fullmatch(r"[a-z][a-z0-9_.-]*", words[0].removeprefix(".venv/bin/"), re.ASCII) is not None)
+
+
+def undocumented_options(page: Path, parsers: dict[str, argparse.ArgumentParser]) -> list[str]:
+    """Options the CLI lacks: those of a `tuneflow <command> ...` that command lacks, and those named alone
+    (`--zoom 0.2`, a table of settings) that no tuneflow command has. An option alone belongs to another program
+    when one is named before it in its paragraph (`tensorboard ...` (add `--bind_all`)), or when that program's
+    command line on the page has it (`prefect worker start --limit 1` above; `--limit 1` keeps ...)."""
+    fragments = command_fragments(page)
+    theirs = {option for _, code in fragments if code and other_program(code.split()) for option in OPTION.findall(code)}
+    every = set().union(*(options_of(parser) for parser in parsers.values()))
+    missing, ours = [], True
+    for number, code in fragments:
+        words = code.split()
+        if not words:
+            ours = True  # a new paragraph, code block or section
+        elif other_program(words):
+            ours = False
+        elif words[0].removeprefix(".venv/bin/") == "tuneflow":
+            command = words[1] if len(words) > 1 and words[1] in parsers else ""
+            missing += [f"{page.name}:{number}: {option} is not an option of `{' '.join(['tuneflow', command]).strip()}`"
+                        for option in OPTION.findall(code) if option not in options_of(parsers[command])]
+        elif words[0].startswith("--") and ours:
+            missing += [f"{page.name}:{number}: {option} is not an option of any tuneflow command"
+                        for option in OPTION.findall(code) if option not in every | theirs]
+    return missing
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_option_the_docs_name_exists_in_the_cli(page):
+    missing = undocumented_options(page, cli_parsers())
+    assert not missing, "options the docs name but the CLI lacks:\n  " + "\n  ".join(missing)
+
+
+def test_the_option_check_reads_commands_and_their_sections(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# A\n\nRun `tuneflow retrain --source x --horizontal-flip` or `tuneflow runs prune --keep 1`.\n"
+        "Also `--zoom 0.2` and `--no-such-thing`; `prefect worker start --limit 1`, then `--limit 1` again.\n\n"
+        "`--limit 2` is prefect's, named above. `--zoom` once more, not `--no-zoom`.\n"
+        "## B\n\n```bash\n.venv/bin/tuneflow export current --format onnx \\\n  --dry-run   # not export's\n```\n",
+        encoding="utf-8",
+    )
+    missing = [line.split(": ", 1)[1] for line in undocumented_options(page, cli_parsers())]
+    assert missing == ["--horizontal-flip is not an option of `tuneflow retrain`",
+                       "--no-such-thing is not an option of any tuneflow command",
+                       "--no-zoom is not an option of any tuneflow command",
+                       "--dry-run is not an option of `tuneflow export`"]
+
+
+def module_file(parts: list[str]) -> Path | None:
+    """The source of module tuneflow.<parts...>: tuneflow.flows and tuneflow.tasks live at the top of the repository."""
+    path = REPO.joinpath(*parts) if parts[:1] in (["flows"], ["tasks"]) else REPO.joinpath("tuneflow", *parts)
+    return next((file for file in (path.with_suffix(".py"), path / "__init__.py") if file.is_file()), None)
+
+
+def defines(source: Path, name: str) -> bool:
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
+            return True
+    return False
+
+
+def resolves(dotted: str) -> bool:
+    """tuneflow.<module path>[.<name>]: the module exists and defines the name (a class's member is not checked)."""
+    parts = dotted.split(".")[1:]
+    for cut in range(len(parts), -1, -1):
+        if (source := module_file(parts[:cut])) is not None:
+            return cut == len(parts) or defines(source, parts[cut])
+    return False
+
+
+def code_strings() -> set[str]:
+    """Every string literal of the code: a dotted name that is one (an event name) is not a module path."""
+    strings = set()
+    for path in [*REPO.glob("tuneflow/**/*.py"), *REPO.glob("flows/*.py"), *REPO.glob("tasks/*.py")]:
+        strings |= {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    return strings
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_module_path_the_docs_cite_exists(page):
+    strings = code_strings()
+    cited = {name for name in re.findall(r"(?<![\w/.-])tuneflow(?:\.\w+)+", page.read_text(encoding="utf-8"))}
+    stale = sorted(name for name in cited if name not in strings and not resolves(name))
+    assert not stale, f"{page.relative_to(REPO)} cites what the code does not have: {stale}"

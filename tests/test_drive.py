@@ -289,7 +289,7 @@ def test_clean_download_is_verified_and_cached_by_content(drive, drive_emulator,
 
     md5 = drive_emulator.files[file_id].head.md5
     assert result.downloaded
-    assert result.path == tmp_path / "cache" / "drive" / file_id / md5 / "dataset.zip"
+    assert result.path == tmp_path / "cache" / file_id / md5 / "dataset.zip"
     assert result.path.read_bytes() == CONTENT
     assert (result.file.md5, result.file.size, result.file.revision) == (md5, SIZE, drive_emulator.files[file_id].head.id)
     assert drive_emulator.count("metadata") == 1

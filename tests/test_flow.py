@@ -159,7 +159,7 @@ def test_run_folder_holds_every_output(two_runs):
     assert f"{summary.accuracy:.2%}" in report
     assert summary.report_path == summary.run_dir / "report.md"
     assert summary.html_report_path == summary.run_dir / "report.html"
-    assert f"{summary.accuracy * 100:.1f}%" in summary.html_report_path.read_text()
+    assert f"{summary.accuracy:.2%}" in summary.html_report_path.read_text()
 
 
 def test_report_and_artifacts_summarise_the_data(two_runs):

@@ -167,11 +167,22 @@ def test_html_is_self_contained(run):
     assert not re.search(r'(href|src)="(https?:|file:|/)', html), "the report must not load anything from outside"
 
 
+def test_html_and_markdown_show_one_counts_table(run):
+    """Images per class and split, totalled the same way under the same labels in report.html and report.md."""
+    dataset = run["content"].dataset
+    html, markdown = run["files"].html.read_text(), run["files"].markdown.read_text()
+    train, val = sum(dataset.counts["train"].values()), sum(dataset.counts["val"].values())
+    totals = ["all classes", f"{train:,}", f"{val:,}", f"{train + val:,}"]
+    assert re.search(r'<tr class="total">' + "".join(rf'<td[^>]*>{cell}</td>' for cell in totals), html)
+    assert re.search(r"^\| all classes +\| +" + r" +\| +".join(totals[1:]) + r" +\|$", markdown, re.MULTILINE)
+
+
 def test_html_shows_the_numbers_a_reader_checks(run):
     html, metrics, decision = run["files"].html.read_text(), run["metrics"], run["decision"]
-    assert f"{metrics.accuracy * 100:.1f}%" in html
+    accuracy = f"{metrics.accuracy:.2%}"  # as report.md, the CLI and the promotion's reason write it
+    assert accuracy in html and accuracy in run["files"].markdown.read_text()
     change = decision.accuracy_change
-    assert change is not None and f"{change * 100:+.1f} pts" in html
+    assert change is not None and f"{change * 100:+.1f} points" in html
     assert ("Promoted: " if decision.promoted else "Not promoted: ") in html
     paired = decision.comparison  # the table of right and wrong, counted from the two prediction files
     in_use = pd.read_csv(run["run_dir"] / "current_model_predictions.csv")
@@ -338,7 +349,7 @@ def test_report_opens_in_chromium_with_every_image_loaded(run, browser, tmp_path
     broken = [alt for alt, complete, width, height in images if not (complete and width > 0 and height > 0)]
     assert not broken, f"images that did not load: {broken}"
     headline = browser.find_element("id", "headline-accuracy").text
-    assert headline == f"{run['metrics'].accuracy * 100:.1f}%"
+    assert headline == f"{run['metrics'].accuracy:.2%}"
     assert browser.title.startswith(f"tuneflow run {RUN_ID}")
 
     height = browser.execute_script("return document.documentElement.scrollHeight")

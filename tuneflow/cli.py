@@ -25,10 +25,19 @@ from tuneflow.config import (
     StorageSettings,
     TrainingSettings,
 )
-from tuneflow.storage import DATA_ROOT_VARIABLE, default_data_root
+from tuneflow.formatting import UNDEFINED, byte_size, percent
+from tuneflow.storage import (
+    DATA_ROOT_VARIABLE,
+    DEFAULT_DATA_ROOT,
+    EXPORTS_FOLDER,
+    RUNS_FOLDER,
+    SAMPLE_FOLDER,
+    default_data_root,
+)
 
-DEMO_DATA_ROOT = Path("data")
-DEMO_ARCHIVE = DEMO_DATA_ROOT / "sample" / "dataset.zip"
+DEMO_DATA_ROOT = DEFAULT_DATA_ROOT
+SAMPLE_ARCHIVE = Path(SAMPLE_FOLDER) / "dataset.zip"
+DEMO_ARCHIVE = DEMO_DATA_ROOT / SAMPLE_ARCHIVE
 # Sized to finish well inside a few minutes on 2 CPU cores.
 DEMO_SAMPLE = {"images_per_class": 40, "image_size": 96}
 DEMO_TRAINING = {"image_size": 48, "batch_size": 16, "epochs": 5}
@@ -40,8 +49,6 @@ PREFECT_START_NOTICE_EVERY_S = 15
 
 # `tuneflow predict current ...`: the model in use, DATA_ROOT/models/current.
 CURRENT_MODEL = "current"
-# `tuneflow export` writes DATA_ROOT/exports/<version>-<format>/ unless told where.
-EXPORTS_FOLDER = "exports"
 
 # (config section, settings model); None is the top level of RetrainConfig.
 CONFIG_SECTIONS: list[tuple[str | None, type[BaseModel]]] = [
@@ -184,7 +191,7 @@ def command_retrain(options: argparse.Namespace) -> int:
         print(f"tuneflow retrain: {describe_validation_error(error)}", file=sys.stderr)
         return 2
     summary = run_retrain(config)
-    print(f"validation accuracy {summary.accuracy:.2%}; report: {summary.html_report_path}")
+    print(f"validation accuracy {percent(summary.accuracy)}; report: {summary.html_report_path}")
     print(f"{'promoted' if summary.promoted else 'not promoted'}: {summary.promotion_reason}")
     return 0
 
@@ -271,7 +278,7 @@ def command_sample(options: argparse.Namespace) -> int:
     path = write_sample_dataset(
         Path(options.path), images_per_class=options.images_per_class, image_size=options.image_size, seed=options.seed
     )
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {path} ({byte_size(path.stat().st_size)})")
     return 0
 
 
@@ -282,7 +289,7 @@ def command_demo(options: argparse.Namespace) -> int:
     started = time.perf_counter()
     start_prefect_api()  # first, while nothing else needs the CPU
     data_root = Path(options.data_root)
-    archive = write_sample_dataset(data_root / "sample" / "dataset.zip", **DEMO_SAMPLE)
+    archive = write_sample_dataset(data_root / SAMPLE_ARCHIVE, **DEMO_SAMPLE)
     print(f"demo: generated the sample dataset {archive}")
     try:
         weights_file = download_imagenet_weights()
@@ -303,20 +310,12 @@ def command_demo(options: argparse.Namespace) -> int:
     print(
         f"demo: done in {time.perf_counter() - started:.0f} s. Weights: "
         f"{'ImageNet' if weights == 'imagenet' else 'random initialisation (ImageNet unreachable)'}.\n"
-        f"demo: validation accuracy {summary.accuracy:.2%}\n"
+        f"demo: validation accuracy {percent(summary.accuracy)}\n"
         f"demo: report {summary.html_report_path}\n"
         f"demo: {'promoted' if summary.promoted else 'not promoted'}: {summary.promotion_reason}\n"
         f"demo: model  {summary.model_path}  (try: tuneflow predict --data-root {data_root} current IMAGE_OR_FOLDER)"
     )
     return 0
-
-
-def human_bytes(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} GB"
 
 
 def command_runs(options: argparse.Namespace) -> int:
@@ -329,23 +328,23 @@ def command_runs(options: argparse.Namespace) -> int:
         verb = "would remove" if options.dry_run else "removed"
         for item in removed:
             part = f": {item.part}" if item.part else ""
-            print(f"{verb} {item.path} ({human_bytes(item.bytes)}{part})")
-        total = human_bytes(sum(item.bytes for item in removed))
+            print(f"{verb} {item.path} ({byte_size(item.bytes)}{part})")
+        total = byte_size(sum(item.bytes for item in removed))
         print(f"{verb} {len(removed)} folder(s), {total}; the newest {options.keep} finished run(s) keep everything")
         return 0
     runs = list_runs(data_root)
     if not runs:
-        print(f"no runs under {data_root / 'runs'}")
+        print(f"no runs under {data_root / RUNS_FOLDER}")
         return 0
     in_use = current_version(data_root)
     print(f"{'run id':<24} {'status':<10} {'size':>9} {'heavy':>9} {'accuracy':>9}  promoted")
     for run in runs:
         status = "pruned" if run.pruned else ("finished" if run.finished else "unfinished")
-        accuracy = f"{run.accuracy:.2%}" if run.accuracy is not None else "-"
-        promoted = {True: "yes", False: "no", None: "-"}[run.promoted] + (" (in use)" if run.run_id == in_use else "")
-        print(f"{run.run_id:<24} {status:<10} {human_bytes(run.size_bytes):>9} {human_bytes(run.heavy_bytes):>9} "
+        accuracy = percent(run.accuracy)
+        promoted = {True: "yes", False: "no", None: UNDEFINED}[run.promoted] + (" (in use)" if run.run_id == in_use else "")
+        print(f"{run.run_id:<24} {status:<10} {byte_size(run.size_bytes):>9} {byte_size(run.heavy_bytes):>9} "
               f"{accuracy:>9}  {promoted}")
-    total = human_bytes(sum(run.size_bytes for run in runs))
+    total = byte_size(sum(run.size_bytes for run in runs))
     print(f"{len(runs)} run(s), {total} in all (hard-linked photos counted once per run)")
     return 0
 

@@ -16,6 +16,22 @@ from pathlib import Path
 
 DATA_ROOT_VARIABLE = "TUNEFLOW_DATA_ROOT"
 DEFAULT_DATA_ROOT = Path("data")
+
+# The folders under data_root, named here only: every module builds its paths from these.
+RUNS_FOLDER = "runs"  # runs/<run id>/: one folder per run
+MODELS_FOLDER = "models"  # models/<version>/ and models/current: the model registry
+SERVING_FOLDER = "serving"  # serving/<serving name>/<N>/: what TF Serving watches
+EXPORTS_FOLDER = "exports"  # exports/<version>-<format>/: `tuneflow export` without -o
+SAMPLE_FOLDER = "sample"  # sample/dataset.zip: the demo's generated dataset
+CACHE_FOLDER = "cache"  # what can be rebuilt: deleting any of it costs time, never a result
+DRIVE_CACHE = Path(CACHE_FOLDER) / "drive"  # cache/drive/<file id>/<md5>/<name>: Drive downloads
+PREPARED_CACHE = Path(CACHE_FOLDER) / "prepared"  # cache/prepared/<key>/: a preparation per archive and settings
+DECODED_CACHE = Path(CACHE_FOLDER) / "decoded"  # cache/decoded/<size>px-<decoder>/: decoded photos
+# The folders of a run (runs/<run id>/) that more than one module writes or prunes.
+RUN_DATASET_FOLDER = "dataset"  # the prepared photos: hard links into cache/prepared/
+RUN_CACHE_FOLDER = "cache"  # decoded photos when the store is not kept across runs, deleted after training
+RUN_CHECKPOINTS_FOLDER = "checkpoints"  # resumable epochs
+RUN_WORKERS_FOLDER = "workers"  # the copies other machines of a multi-machine run write
 # Files the container runtimes create inside every container they start.
 CONTAINER_MARKERS = {"docker": Path("/.dockerenv"), "podman": Path("/run/.containerenv")}
 KUBERNETES_VARIABLE = "KUBERNETES_SERVICE_HOST"  # set in every pod's containers

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuneflow.atomic_files import staged_folder
 from tuneflow.checksums import md5_of_file
 from tuneflow.config import DataSettings
 from tuneflow.dataset.archive import ArchiveError, Catalog, open_archive, scan_archive
@@ -259,8 +260,7 @@ def link_from_cache(entry: Path, dest: Path, reused: bool) -> PreparedDataset:
     both places, which is why training must not (and does not) write into the dataset folder, and why the run's
     own record is written fresh rather than linked.
     """
-    work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
+    with staged_folder(dest) as work:  # over an empty dest (checked by the caller): rename(2) replaces it
         link_tree(entry / "dataset", work, leave_out=PREPARED_RECORD)
         prepared = read_record(entry / "dataset").model_copy(
             update={"root": dest, "manifest": dest.parent / MANIFEST_NAME, "reused_from": entry if reused else None,
@@ -268,11 +268,6 @@ def link_from_cache(entry: Path, dest: Path, reused: bool) -> PreparedDataset:
         )
         write_record(work, prepared)
         shutil.copyfile(entry / MANIFEST_NAME, dest.parent / MANIFEST_NAME)
-        if dest.exists():
-            dest.rmdir()
-        os.rename(work, dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return prepared
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from tuneflow.atomic_files import atomic_destination
+
 SAMPLE_CLASSES = ("apple_pie", "french_toast", "hot_dog", "pizza", "sashimi")
 # A fixed timestamp keeps the archive byte-identical from run to run.
 ZIP_DATE_TIME = (2024, 1, 1, 0, 0, 0)
@@ -136,10 +138,9 @@ def write_sample_dataset(
     if images_per_class < 2:
         raise ValueError(f"images_per_class={images_per_class}: need at least 2 per class to split train/val")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(destination.name + ".partial")
     train_lines: list[str] = []
     test_lines: list[str] = []
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
+    with atomic_destination(destination) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
         for class_index, class_name in enumerate(classes):
             rng = random.Random(f"{seed}/{class_name}")
             for i in range(images_per_class):
@@ -156,5 +157,4 @@ def write_sample_dataset(
             ("test.txt", "\n".join(test_lines)),
         ):
             archive.writestr(zipfile.ZipInfo(f"food-101/meta/{name}", ZIP_DATE_TIME), text + "\n")
-    temporary.replace(destination)
     return destination

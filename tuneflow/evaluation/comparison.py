@@ -14,6 +14,8 @@ import math
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from tuneflow.formatting import points
+
 CONFIDENCE = 0.95
 Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
 
@@ -47,7 +49,7 @@ class PairedComparison(BaseModel):
         return (
             f"paired on {self.compared} photos: both right {self.both_right}, only the new model "
             f"{self.only_new_right}, only the model in use {self.only_old_right}, both wrong {self.both_wrong}; "
-            f"McNemar exact p = {self.mcnemar_p:.3g}; difference {self.difference * 100:+.1f} points "
+            f"McNemar exact p = {self.mcnemar_p:.3g}; difference {points(self.difference)} "
             f"(95 % interval {self.difference_low * 100:+.1f} to {self.difference_high * 100:+.1f})"
         )
 

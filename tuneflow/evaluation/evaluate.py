@@ -14,7 +14,7 @@ import pandas as pd
 
 from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.evaluation.metrics import Metrics, compute_metrics, read_predictions
-from tuneflow.training.model import load_classifier
+from tuneflow.training.model import load_classes, load_classifier
 from tuneflow.evaluation.predict import predict_encoded
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 from tuneflow.imaging.pipeline import list_split
@@ -25,8 +25,8 @@ METRICS_FILE = "metrics.json"
 
 def predict_folder_split(model_dir: Path, dataset_root: Path, split: str = "val") -> pd.DataFrame:
     """One row per image of a split: path, true and predicted class, confidence, correct, top-k, every probability."""
-    _, classes = load_classifier(model_dir)
-    paths, _ = list_split(dataset_root, split, classes)
+    # classes.json alone: predict_files loads the model itself, and ResNet50 takes seconds to deserialise.
+    paths, _ = list_split(dataset_root, split, load_classes(model_dir))
     return predict_files(model_dir, dataset_root, [Path(p).relative_to(dataset_root).as_posix() for p in paths])
 
 

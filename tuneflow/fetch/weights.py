@@ -7,7 +7,6 @@ from pathlib import Path
 
 from tuneflow.config import DriveSettings
 from tuneflow.fetch.drive import (
-    DRIVE_CACHE_FOLDER,
     KeyLoader,
     Logger,
     ProgressCallback,
@@ -15,6 +14,7 @@ from tuneflow.fetch.drive import (
     load_key_from_settings,
 )
 from tuneflow.sources import parse_drive_source
+from tuneflow.storage import DEFAULT_DATA_ROOT, DRIVE_CACHE
 
 # Keras' own ResNet50 "notop" weights: the file and checksum keras.applications.ResNet50(weights="imagenet") uses.
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -48,7 +48,7 @@ def download_imagenet_weights() -> Path:
 def resolve_weights(
     weights: str,
     drive: DriveSettings | None = None,
-    cache_dir: Path = Path("data") / DRIVE_CACHE_FOLDER,
+    cache_dir: Path = DEFAULT_DATA_ROOT / DRIVE_CACHE,
     *,
     load_key: KeyLoader = load_key_from_settings,
     on_progress: ProgressCallback | None = None,

@@ -11,7 +11,7 @@ Layout (tuneflow.imaging.decoded_layout): `<store root>/<image_size>px-v<decoder
 TensorFlow's version (its decoders and resize kernels) name what could give other pixels for the same bytes: a
 change starts a new store instead of mixing two decoders' output, and editing the code in any other way keeps it.
 
-Why not `tf.data.Dataset.cache()`: in memory it holds the whole decoded dataset (11 GB for Food-101 at 224 px),
+Why not `tf.data.Dataset.cache()`: in memory it holds the whole decoded dataset (15 GB for Food-101 at 224 px),
 and a shuffle after it holds it all a second time; on disk it writes one file whose lockfile, left by a killed
 training process, makes every later run fail with "There appears to be a concurrent caching iterator running".
 Here the input pipeline shuffles the list of files (a few bytes per photo) and reads them in parallel, so memory

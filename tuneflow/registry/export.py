@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import secrets
-import shutil
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from tuneflow.atomic_files import staged_folder
 from tuneflow.imaging.decoding import decode_image
 from tuneflow.training.model import CLASSES_FILE, inference_model, load_classifier
 
@@ -177,12 +176,6 @@ def export_model(model_folder: Path, fmt: str, target: Path) -> Path:
         raise FileExistsError(f"{str(target)!r} already exists; remove it or export into another folder (-o DIR)")
     model, classes = load_classifier(model_folder)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.partial-{secrets.token_hex(3)}"
-    staging.mkdir()
-    try:
+    with staged_folder(target) as staging:
         written = write_export(model, classes, fmt, staging)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target / written.name

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from tuneflow.fetch.archives import FetchedArchive
+from tuneflow.atomic_files import write_json_atomically
+from tuneflow.formatting import percent, points
 from tuneflow.evaluation.comparison import PairedComparison, compare_paired
 from tuneflow.config import PromotionSettings, ServingSettings
 from tuneflow.evaluation.evaluate import predict_files
@@ -92,17 +93,13 @@ class PromotionDecision(BaseModel):
         return comparison.difference if comparison and comparison.compared else None
 
 
-def _percent(value: float) -> str:
-    return f"{value:.2%}"
-
-
 def decide_promotion(
     version: str, accuracy: float, classes: list[str], baseline: Baseline | None, settings: PromotionSettings
 ) -> tuple[bool, str]:
     """(promote?, why) for a new model against the model in use, from their paired comparison."""
     force_hint = "set promotion.force (tuneflow retrain --force) to put it into use anyway"
     if baseline is None:
-        return True, f"no model was in use yet, so {version} ({_percent(accuracy)}) becomes the current model"
+        return True, f"no model was in use yet, so {version} ({percent(accuracy)}) becomes the current model"
     if baseline.comparison is None:
         if settings.force:
             return True, (f"forced: the model in use ({baseline.version}) has other classes, so the two could not "
@@ -122,11 +119,11 @@ def decide_promotion(
     left_out = (f"{paired.left_out} left out: {paired.left_out_reason}" if paired.left_out
                 else "none left out")
     comparison = (
-        f"{_percent(paired.new_accuracy)} against {_percent(paired.old_accuracy)} for the model in use "
+        f"{percent(paired.new_accuracy)} against {percent(paired.old_accuracy)} for the model in use "
         f"({baseline.version}) on the {paired.compared} validation photos it never trained on ({left_out}); "
         f"{paired.describe()}"
     )
-    bar = f"needed at least {_percent(needed)} (margin {settings.margin * 100:+.2f} points)"
+    bar = f"needed at least {percent(needed)} (margin {points(settings.margin, digits=2)})"
     good_enough = paired.new_accuracy >= needed - COMPARISON_TOLERANCE
     if settings.require_significance:
         bar += f" and more photos right than the model in use with McNemar p < {settings.significance_level:g}"
@@ -207,9 +204,7 @@ def record_in_metrics(metrics_path: Path, decision: PromotionDecision) -> None:
         "compared_with": decision.baseline.version if decision.baseline else None,
         "comparison": comparison.model_dump(mode="json") if comparison else None,
     }
-    temporary = metrics_path.with_name(f".{metrics_path.name}.tmp")
-    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(temporary, metrics_path)
+    write_json_atomically(metrics_path, metrics)
 
 
 def promote_trained_model(

@@ -22,8 +22,8 @@ from tuneflow.config import ServingSettings
 from tuneflow.registry.export import write_savedmodel
 from tuneflow.training.model import load_classifier
 from tuneflow.registry.versions import fsync_path
+from tuneflow.storage import SERVING_FOLDER
 
-SERVING_FOLDER = "serving"
 SOURCE_FILE = Path("assets.extra") / "tuneflow.json"
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -32,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuneflow.atomic_files import atomic_destination, staged_folder
+from tuneflow.storage import MODELS_FOLDER
 from tuneflow.training.model import CLASSES_FILE, MODEL_FILE
 
-MODELS_FOLDER = "models"
 CURRENT_POINTER = "current"
 VERSION_FILE = "version.json"
 TRAINING_PHOTOS_FILE = "training_photos.csv"
@@ -93,9 +93,7 @@ def store_version(
     final = folder / version
     if final.exists():
         raise FileExistsError(f"model version {str(final)!r} already exists; versions are never overwritten")
-    staging = folder / f".incoming-{version}-{secrets.token_hex(3)}"
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(final) as staging:
         for name in (MODEL_FILE, CLASSES_FILE):
             shutil.copy2(Path(model_dir) / name, staging / name)
         record = {"version": version, "stored_at": datetime.now(timezone.utc).isoformat(), **details}
@@ -107,11 +105,7 @@ def store_version(
         # Flushed before the rename, so after a power cut the version is either absent or whole.
         for name in written:
             fsync_path(staging / name)
-        staging.rename(final)
-        fsync_path(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    fsync_path(folder)
     return final
 
 
@@ -120,14 +114,8 @@ def point_current_at(data_root: Path, version: str) -> None:
     folder = models_dir(data_root)
     if not (folder / version / MODEL_FILE).is_file():
         raise FileNotFoundError(f"no complete model version {version!r} in {folder}; versions: {list_versions(data_root)}")
-    temporary = folder / f".current-{secrets.token_hex(4)}"
-    # Relative, so the models folder still works when moved or mounted elsewhere.
-    os.symlink(version, temporary)
-    try:
-        os.replace(temporary, folder / CURRENT_POINTER)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_destination(folder / CURRENT_POINTER) as temporary:
+        os.symlink(version, temporary)  # relative, so the models folder still works when moved or mounted elsewhere
     fsync_path(folder)
 
 

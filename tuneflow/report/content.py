@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.report import plots
 from tuneflow.config import RetrainConfig
+from tuneflow.formatting import percent
 from tuneflow.report.history import VersionRow, history_figure, read_history
 from tuneflow.report.html import MISTAKES_SHOWN, TYPICAL_PER_CLASS, ReportContent, Thumbnail, render_html, thumbnail_uri
 from tuneflow.evaluation.metrics import Metrics, compute_metrics, read_predictions
@@ -55,7 +56,7 @@ def make_thumbnails(rows: pd.DataFrame, dataset_root: Path, with_classes: bool) 
         uri = thumbnail_uri(dataset_root / row.path)
         if uri is None:  # the run's dataset folder was cleaned up or damaged: leave the picture out, not a broken one
             continue
-        caption = f"{row.true_class} → {row.predicted_class} ({row.confidence:.0%})" if with_classes else f"{row.confidence:.0%} sure"
+        caption = f"{row.true_class} → {row.predicted_class} ({percent(row.confidence, 0)})" if with_classes else f"{percent(row.confidence, 0)} sure"
         thumbnails.append(Thumbnail(uri=uri, caption=caption, detail=row.path))
     return thumbnails
 

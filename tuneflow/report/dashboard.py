@@ -17,6 +17,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from tuneflow.evaluation.metrics import Metrics
+from tuneflow.formatting import byte_size
 from tuneflow.report.html import ReportContent, Thumbnail, no_thumbnails_text, png_uri
 from tuneflow.report.text import code, escape
 from tuneflow.report.markdown import render_summary_markdown
@@ -136,6 +137,6 @@ def compose(content: ReportContent, figures: dict[str, str], mistakes: list[Thum
             location: ReportLocation, budget_bytes: int) -> str:
     strip = mistakes_markdown(mistakes, content.metrics) if mistakes or not left_out else []
     if left_out:
-        strip += [f"*Left out to keep this artifact under {budget_bytes / 1e6:g} MB: "
+        strip += [f"*Left out to keep this artifact under {byte_size(budget_bytes)}: "
                   f"{', '.join(left_out)}; report.html has everything.*", ""]
     return render_summary_markdown(content, figures, strip, location_markdown(location))

@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from tuneflow.report import plots
-from tuneflow.report.text import UNDEFINED, escape, number, percent, table
+from tuneflow.formatting import UNDEFINED, number, percent
+from tuneflow.report.text import escape, table
 from tuneflow.registry.versions import current_version, list_versions, read_version_record
 
 # Most telling first: the dashboard's artifact pane cuts off what does not fit its width (so the model in use is
@@ -94,11 +95,6 @@ def history_cells(row: VersionRow) -> list[str]:
         row.data_revision or UNDEFINED,
         photos_text(row),
     ]
-
-
-def history_table_rows(rows: list[VersionRow]) -> list[dict]:
-    """The history as table rows (newest first), for a table artifact or any other reader."""
-    return [dict(zip(HISTORY_COLUMNS, history_cells(row))) for row in reversed(rows)]
 
 
 def render_history_markdown(rows: list[VersionRow], chart_uri: str | None) -> str:

@@ -21,8 +21,10 @@ import pandas as pd
 from PIL import Image, ImageOps
 from pydantic import BaseModel
 
+from tuneflow.dataset.prepare import counts_table
+from tuneflow.formatting import byte_size, number, percent, points
+from tuneflow.records import PreparedDataset
 from tuneflow.report.fonts import numbered_classes
-from tuneflow.report.text import number
 from tuneflow.evaluation.metrics import Metrics, worst_first
 from tuneflow.registry.promotion import PromotionDecision
 
@@ -54,7 +56,7 @@ class ReportContent:
     figures: dict[str, bytes]  # name -> PNG: curves, confusion, per_class, calibration, history
     mistakes: list[Thumbnail]
     typical: dict[str, list[Thumbnail]]
-    dataset: BaseModel
+    dataset: PreparedDataset
     archive: BaseModel
     training: dict
     config: dict
@@ -79,19 +81,6 @@ def thumbnail_uri(path: Path, size: int = THUMBNAIL_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def percent(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def points(change: float) -> str:
-    """A change in accuracy as signed percentage points: +2.5 pts."""
-    return f"{change * 100:+.1f} pts"
-
-
-def ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
 def meter_width(value: float) -> str:
     """The CSS width of a score's bar: the score as a share of the cell, clipped to 0-100%."""
     return f"{max(0.0, min(1.0, value)) * 100:.1f}%"
@@ -111,7 +100,7 @@ def findings(metrics: Metrics) -> list[str]:
     for name, m in metrics.per_class.items():
         share = m.predicted / metrics.num_images
         if len(metrics.classes) > 2 and share > DOMINANT_SHARE and share > 2 * m.support / metrics.num_images:
-            notes.append(f"{name} takes {share:.0%} of all predictions but is {m.support / metrics.num_images:.0%} "
+            notes.append(f"{name} takes {percent(share, 0)} of all predictions but is {percent(m.support / metrics.num_images, 0)} "
                          "of the images: the model has mostly learned to answer one class.")
     absent = [name for name, m in metrics.per_class.items() if not m.support]
     if absent:
@@ -163,7 +152,7 @@ def headline_cards(content: ReportContent) -> list[Card]:
         change_card(content.decision),
         *([Card(f"top-{k} accuracy", percent(metrics.top_k_accuracy[k]), f"true class among the {k} most probable")]
           if k else []),
-        Card("macro F1", ratio(metrics.macro.f1), f"over {sum(1 for m in metrics.per_class.values() if m.support)} classes"),
+        Card("macro F1", number(metrics.macro.f1), f"over {sum(1 for m in metrics.per_class.values() if m.support)} classes"),
         Card("calibration error", percent(metrics.calibration.expected_calibration_error),
              f"mean confidence {percent(metrics.calibration.mean_confidence)}"),
     ]
@@ -184,13 +173,6 @@ LABELS = {"path": "local copy", "md5": "archive MD5", "size_bytes": "archive siz
 
 def label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " "))
-
-
-def _size(num_bytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if num_bytes >= scale:
-            return f"{num_bytes / scale:.1f} {unit} ({num_bytes:,} bytes)"
-    return f"{num_bytes:,} bytes"
 
 
 def field_text(value) -> str | list[str] | None:
@@ -221,7 +203,9 @@ def record_rows(record: BaseModel, skip: set[str] = frozenset()) -> list[RecordR
         if name in skip:
             continue
         description = fields[name].description if name in fields else None
-        shown = _size(value) if name.endswith("_bytes") and isinstance(value, int) else field_text(value)
+        # the exact count too: it is what a reader compares with the size Drive or `ls -l` gives
+        shown = (f"{byte_size(value)} ({value:,} bytes)" if name.endswith("_bytes") and isinstance(value, int)
+                 else field_text(value))
         rows.append(RecordRow(label(name), description, shown))
     return rows
 
@@ -236,13 +220,12 @@ class Table:
     total: list[str] | None = None
 
 
-def counts_table(dataset: BaseModel, classes: list[str]) -> Table:
-    """Images per class (rows) and split (columns), with a total column; the last row sums each column."""
-    counts = pd.DataFrame(getattr(dataset, "counts", {})).reindex(classes).fillna(0).astype(int)
-    counts["total"] = counts.sum(axis=1)
+def counts_html_table(dataset: PreparedDataset) -> Table:
+    """The table of images per class and split that report.md and the dataset artifact show, as HTML cells."""
+    counts = counts_table(dataset)
     rows = [[str(name), *(f"{v:,}" for v in row)] for name, row in counts.iterrows()]
-    return Table(["class", *(str(c) for c in counts.columns)], rows, [False] + [True] * len(counts.columns),
-                 total=["all", *(f"{v:,}" for v in counts.sum())])
+    return Table([counts.index.name, *(str(c) for c in counts.columns)], rows[:-1],
+                 [False] + [True] * len(counts.columns), total=rows[-1])
 
 
 def history_table(history: pd.DataFrame) -> Table:
@@ -268,7 +251,7 @@ def _templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(percent=percent, ratio=ratio, meter_width=meter_width)
+    environment.filters.update(percent=percent, points=points, ratio=number, meter_width=meter_width)
     return environment
 
 
@@ -301,7 +284,7 @@ def render_html(content: ReportContent) -> str:
         # png_uri builds a data: URI of base64 text, which has nothing to escape: it needs no |safe.
         figures={name: png_uri(png) for name, png in content.figures.items()},
         verdict=calibration_verdict(metrics),
-        counts=counts_table(content.dataset, metrics.classes),
+        counts=counts_html_table(content.dataset),
         provenance=record_rows(content.archive),
         preparation=record_rows(content.dataset, skip={"classes", "counts"}),
         history=history_table(content.history),

@@ -13,10 +13,11 @@ import pandas as pd
 
 from tuneflow.dataset import REASONS
 from tuneflow.dataset.prepare import MANIFEST_NAME, counts_table
+from tuneflow.formatting import UNDEFINED, percent, points
 from tuneflow.report.fonts import numbered_classes
 from tuneflow.report.plots import BEST_BARS, WORST_BARS, bar_rows
 from tuneflow.report.html import NUMBERED_CLASSES_NOTE, ReportContent, findings, headline_top_k, label
-from tuneflow.report.text import UNDEFINED, escape, percent, table
+from tuneflow.report.text import escape, table
 from tuneflow.evaluation.metrics import Metrics, worst_first
 from tuneflow.registry.promotion import PromotionDecision
 from tuneflow.records import PreparedDataset
@@ -35,8 +36,8 @@ def change_text(decision: PromotionDecision | None) -> str:
     if decision.accuracy_change is None:
         return f"not compared: {version} trained on every one of these validation photos"
     paired = decision.comparison
-    return (f"{decision.accuracy_change * 100:+.1f} points against {version} "
-            f"({paired.old_accuracy:.2%} on the {paired.compared} photos it never trained on)")
+    return (f"{points(decision.accuracy_change)} against {version} "
+            f"({percent(paired.old_accuracy)} on the {paired.compared} photos it never trained on)")
 
 
 def comparison_markdown(decision: PromotionDecision | None) -> list[str]:
@@ -60,9 +61,10 @@ def comparison_markdown(decision: PromotionDecision | None) -> list[str]:
         f"| new model right | {paired.both_right} | {paired.only_new_right} |",
         f"| new model wrong | {paired.only_old_right} | {paired.both_wrong} |",
         "",
-        f"Accuracy on these photos: new model {paired.new_accuracy:.2%}, model in use {paired.old_accuracy:.2%}; "
-        f"difference {paired.difference * 100:+.1f} points (95 % interval {paired.difference_low * 100:+.1f} to "
-        f"{paired.difference_high * 100:+.1f}); McNemar exact p = {paired.mcnemar_p:.3g}.",
+        f"Accuracy on these photos: new model {percent(paired.new_accuracy)}, model in use "
+        f"{percent(paired.old_accuracy)}; difference {points(paired.difference)} (95 % interval "
+        f"{paired.difference_low * 100:+.1f} to {paired.difference_high * 100:+.1f}); McNemar exact p = "
+        f"{paired.mcnemar_p:.3g}.",
         "",
     ]
 
@@ -137,7 +139,7 @@ def numbered_classes_markdown(metrics: Metrics) -> list[str]:
 def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision | None) -> list[str]:
     k = headline_top_k(metrics)
     rows = [
-        ("validation accuracy", f"**{metrics.accuracy:.2%}** ({metrics.num_correct} of {metrics.num_images} images)"),
+        ("validation accuracy", f"**{percent(metrics.accuracy)}** ({metrics.num_correct} of {metrics.num_images} images)"),
         ("change vs model in use", change_text(decision)),
         *([(f"top-{k} accuracy", percent(metrics.top_k_accuracy[k]))] if k else []),
         ("macro F1 / weighted F1", f"{metrics.macro.f1:.3f} / {metrics.weighted.f1:.3f}"),
@@ -148,7 +150,7 @@ def headline_markdown(run_id: str, metrics: Metrics, decision: PromotionDecision
     return [
         f"# Retraining run {escape(run_id)}",
         "",
-        f"**Validation accuracy: {metrics.accuracy:.2%}**, {len(metrics.classes)} classes.",
+        f"**Validation accuracy: {percent(metrics.accuracy)}**, {len(metrics.classes)} classes.",
         "",
         decision_text(decision),
         "",
@@ -166,7 +168,7 @@ def confused_markdown(metrics: Metrics) -> list[str]:
         return ["No validation image was misclassified.", ""]
     return [
         f"- {escape(p.true_class)} → {escape(p.predicted_class)}: {p.count} images "
-        f"({p.share_of_class:.0%} of {escape(p.true_class)})"
+        f"({percent(p.share_of_class, 0)} of {escape(p.true_class)})"
         for p in metrics.most_confused
     ] + [""]
 

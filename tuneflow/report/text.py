@@ -1,4 +1,4 @@
-"""Text from an archive (class and file names, sources) made safe to put into markdown, and undefined values.
+"""Text from an archive (class and file names, sources) made safe to put into markdown, and markdown tables.
 
 Every markdown writer (report.md, the dashboard's markdown artifacts) passes names through `escape`, so that a
 class folder called `<img src=x onerror=alert(1)>` or `*best* | [pizza](http://x)` shows as exactly those
@@ -19,11 +19,9 @@ Letters of any script (ラーメン) are left as they are.
 
 from __future__ import annotations
 
-import math
 import re
 
-# Shown wherever a value is undefined (a precision with nothing predicted, a model version older than a field).
-UNDEFINED = "—"
+from tuneflow.formatting import UNDEFINED, is_undefined
 
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _BACKSLASHED = set("\\`*[]|~@")
@@ -53,20 +51,6 @@ def escape(text: object) -> str:
     escaped = "".join(out)
     # A block marker at the very start: escape its punctuation (for "1." the dot).
     return _BLOCK_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], escaped, count=1)
-
-
-def is_undefined(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def number(value: float | None, spec: str = ".3f") -> str:
-    """A number formatted with `spec`, or UNDEFINED for None or NaN."""
-    return UNDEFINED if is_undefined(value) else format(value, spec)
-
-
-def percent(value: float | None, digits: int = 2) -> str:
-    """A share as a percentage (0.8123 -> 81.23%), or UNDEFINED."""
-    return number(value, f".{digits}%")
 
 
 def cell(value: object, spec: str = ".3f") -> str:

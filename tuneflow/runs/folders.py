@@ -4,18 +4,17 @@ must find the archive it was prepared from; an upload already trained on is not 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tuneflow.fetch.archives import FetchedArchive
+from tuneflow.atomic_files import write_text_atomically
 from tuneflow.training.model import MODEL_FILE
 from tuneflow.registry.versions import current_version, models_dir, read_version_record, version_trained_on
 from tuneflow.records import RunSummary
-from tuneflow.storage import check_data_root_persists
+from tuneflow.storage import RUNS_FOLDER, check_data_root_persists
 
-RUNS_FOLDER = "runs"
 # The archive a run was prepared from (FetchedArchive as JSON): a resumed run must find the same bytes.
 RUN_ARCHIVE_FILE = "archive.json"
 
@@ -73,9 +72,7 @@ def check_archive_of_run(run_dir: Path, archive: FetchedArchive) -> None:
                 "archive. Start a new run for the new archive (without resume_run_id / --resume-run-id)"
             )
         return
-    temporary = record.with_name(f".{record.name}.tmp")
-    temporary.write_text(archive.model_dump_json(indent=2) + "\n")
-    os.replace(temporary, record)
+    write_text_atomically(record, archive.model_dump_json(indent=2) + "\n")
 
 
 def describe_archive(archive: FetchedArchive) -> str:

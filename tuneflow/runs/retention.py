@@ -1,6 +1,6 @@
 """What stays on disk as runs pile up: the newest runs keep everything, older ones their results only.
 
-Weekly retraining on Food-101 would otherwise add about 5 GB of photos and, while training, up to 11 GB of decoded
+Weekly retraining on Food-101 would otherwise add about 5 GB of photos and, while training, up to 15 GB of decoded
 pixels per run. Heavy files are what only training or a resume needs:
 
     runs/<id>/dataset/       the prepared photos (hard links into the cached preparation)
@@ -33,12 +33,19 @@ from pydantic import BaseModel
 
 from tuneflow.dataset.prepare import PREPARED_RECORD
 from tuneflow.imaging.decoded_layout import CACHE_SUFFIX, STAGING_PREFIX, STALE_STAGING_SECONDS
-from tuneflow.runs.folders import RUN_ARCHIVE_FILE, RUNS_FOLDER
+from tuneflow.runs.folders import RUN_ARCHIVE_FILE
+from tuneflow.storage import (
+    DECODED_CACHE,
+    DRIVE_CACHE,
+    PREPARED_CACHE,
+    RUN_CACHE_FOLDER,
+    RUN_CHECKPOINTS_FOLDER,
+    RUN_DATASET_FOLDER,
+    RUN_WORKERS_FOLDER,
+    RUNS_FOLDER,
+)
 
-PREPARED_CACHE = Path("cache") / "prepared"
-DRIVE_CACHE = Path("cache") / "drive"
-DECODED_CACHE = Path("cache") / "decoded"
-HEAVY_PARTS = ("dataset", "cache", "checkpoints", "workers")
+HEAVY_PARTS = (RUN_DATASET_FOLDER, RUN_CACHE_FOLDER, RUN_CHECKPOINTS_FOLDER, RUN_WORKERS_FOLDER)
 FINISHED_MARKER = "report.md"  # written last by the report step
 PRUNED_RECORD = "pruned.json"
 FRESH_SECONDS = 3600  # a cached preparation this new may belong to a run still starting
@@ -139,9 +146,9 @@ def prune_unused_caches(data_root: Path, exclude: set[Path], dry_run: bool) -> l
     in_use_entries: set[Path] = set()
     in_use_archives: set[Path] = set()
     runs_with_dataset = [run_dir for run_dir in run_folders(data_root)
-                         if run_dir not in exclude and (run_dir / "dataset").is_dir()]
+                         if run_dir not in exclude and (run_dir / RUN_DATASET_FOLDER).is_dir()]
     for run_dir in runs_with_dataset:
-        record = run_dir / "dataset" / PREPARED_RECORD
+        record = run_dir / RUN_DATASET_FOLDER / PREPARED_RECORD
         if record.is_file() and (entry := json.loads(record.read_text()).get("cache_entry")):
             in_use_entries.add(Path(entry).resolve())
         archive = run_dir / RUN_ARCHIVE_FILE

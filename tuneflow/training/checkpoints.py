@@ -10,12 +10,11 @@ from pathlib import Path
 
 import keras
 
-from tuneflow.atomic_files import write_json_atomically
+from tuneflow.atomic_files import atomic_destination, write_json_atomically
 from tuneflow.events import Emit, EpochFinished, Progress
 from tuneflow.training.phases import Phase
 
 HISTORY_FILE = "history.csv"
-CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 # TensorBoard's event files (`tensorboard --logdir data/runs`): epoch scalars of every phase.
 TENSORBOARD_DIR = "tensorboard"
@@ -59,9 +58,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row.pop("learning_rate", None)
         if self.chief:
             append_history_row(self.history_path, row)
-        partial = self.checkpoint_dir / "partial.weights.h5"
-        self.model.save_weights(partial)
-        partial.replace(epoch_checkpoint(self.checkpoint_dir, epoch + 1))
+        with atomic_destination(epoch_checkpoint(self.checkpoint_dir, epoch + 1)) as partial:
+            self.model.save_weights(partial)
         write_json_atomically(self.checkpoint_dir / STATE_FILE, {"epochs_done": epoch + 1, "phase": self.phase.name})
         epoch_checkpoint(self.checkpoint_dir, epoch - 1).unlink(missing_ok=True)
         self.emit(EpochFinished(**row, total_epochs=self.total_epochs))

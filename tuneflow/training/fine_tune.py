@@ -25,9 +25,9 @@ from tuneflow.config import TrainingSettings
 from tuneflow.events import Emit, Notice, Resumed, TrainingStarted
 from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 from tuneflow.records import PreparedDataset, TrainedModel
+from tuneflow.storage import RUN_CACHE_FOLDER, RUN_CHECKPOINTS_FOLDER, RUN_WORKERS_FOLDER
 from tuneflow.training.across_machines import agree_on_epochs_done, fit_across_machines
 from tuneflow.training.checkpoints import (
-    CHECKPOINT_DIR,
     HISTORY_FILE,
     EpochCheckpoint,
     epoch_checkpoint,
@@ -40,9 +40,6 @@ from tuneflow.training.model import build_classifier, save_classifier
 from tuneflow.training.phases import make_optimizer, plan_phases, set_trainable_stages
 
 RESULT_FILE = "trained.json"
-# Decoded images, one file per photo (tuneflow.imaging.decoded_cache), when no store kept across runs is given: deleted
-# when training ends.
-CACHE_DIR = "cache"
 
 
 def train_classifier(
@@ -76,13 +73,13 @@ def train_classifier(
     strategy, setup = configure_devices(settings, cpu_replicas, emit)
     keras.utils.set_random_seed(seed)
     # Non-chief workers of a multi-worker run write their (identical) copies to a scratch folder.
-    work_dir = run_dir if setup.is_chief else run_dir / "workers" / str(setup.worker_index)
-    checkpoint_dir = work_dir / CHECKPOINT_DIR
+    work_dir = run_dir if setup.is_chief else run_dir / RUN_WORKERS_FOLDER / str(setup.worker_index)
+    checkpoint_dir = work_dir / RUN_CHECKPOINTS_FOLDER
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history_path = work_dir / HISTORY_FILE
 
     common = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed,
-                  emit=emit, cache_dir=decoded_store or work_dir / CACHE_DIR)
+                  emit=emit, cache_dir=decoded_store or work_dir / RUN_CACHE_FOLDER)
     train_data = make_input_pipeline(train_paths, train_labels, shuffle=True, drop_remainder=across_machines,
                                      name="train", **common)
     val_data = make_input_pipeline(val_paths, val_labels, shuffle=False, name="val", **common)
@@ -164,7 +161,7 @@ def train_classifier(
     model_path = save_classifier(model, classes, work_dir)
     # A cache of this run's own is only for its training: gigabytes at Food-101's scale. A failed run keeps it to
     # resume; a store kept across runs stays for the next retrain (retention prunes it).
-    shutil.rmtree(work_dir / CACHE_DIR, ignore_errors=True)
+    shutil.rmtree(work_dir / RUN_CACHE_FOLDER, ignore_errors=True)
     epochs_trained = total_epochs - resumed_from
     result = TrainedModel(
         model_path=model_path,

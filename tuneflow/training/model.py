@@ -12,6 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tuneflow.atomic_files import atomic_destination, write_json_atomically
+
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
@@ -128,10 +130,9 @@ def save_classifier(model: keras.Model, classes: list[str], folder: Path) -> Pat
     """Write model.keras (the inference model: no augmentation, not compiled: training resumes from its
     checkpoints, never from model.keras) and classes.json; the model file appears only once complete."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CLASSES_FILE).write_text(json.dumps(classes, indent=2) + "\n")
-    partial = folder / f"partial-{MODEL_FILE}"  # Keras insists on the .keras suffix
-    inference_model(model).save(partial)
-    partial.replace(folder / MODEL_FILE)
+    write_json_atomically(folder / CLASSES_FILE, classes)
+    with atomic_destination(folder / MODEL_FILE) as partial:
+        inference_model(model).save(partial)
     return folder / MODEL_FILE
 
 

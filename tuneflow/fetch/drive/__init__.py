@@ -24,7 +24,6 @@ line, an exception or a repr.
 from tuneflow.fetch.drive.cache import CachedDownload, cache_path_for, fetch_to_cache
 from tuneflow.fetch.drive.client import connect_drive
 from tuneflow.fetch.drive.configured import (
-    DRIVE_CACHE_FOLDER,
     KeyLoader,
     download_from_drive,
     find_watched_file,
@@ -47,7 +46,6 @@ from tuneflow.fetch.drive.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
-    "DRIVE_CACHE_FOLDER",
     "CachedDownload",
     "DownloadProgress",
     "DriveAccessError",

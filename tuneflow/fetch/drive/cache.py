@@ -1,5 +1,5 @@
-"""The content cache: a verified copy of each Drive revision under `<cache>/drive/<file id>/<md5>/<title>`, so an
-unchanged file costs one metadata request.
+"""The content cache: a verified copy of each Drive revision under `<cache_dir>/<file id>/<md5>/<title>`, so an
+unchanged file costs one metadata request. The run's cache_dir is data_root/cache/drive (tuneflow.storage).
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ def safe_filename(title: str) -> str:
 
 def cache_path_for(cache_dir: Path, file: DriveFile) -> Path:
     """Where a verified copy of this content lives: keyed by file ID and MD5, so a new revision gets a new path."""
-    return Path(cache_dir) / "drive" / file.id / str(file.md5) / safe_filename(file.title)
+    return Path(cache_dir) / file.id / str(file.md5) / safe_filename(file.title)
 
 
 def _remove_stale_parts(cache_dir: Path, file: DriveFile) -> None:
     """Partial downloads of this file's earlier revisions: Drive serves only the head, so they can never finish."""
-    for stale in (Path(cache_dir) / "drive" / file.id).glob("*/.*.part"):
+    for stale in (Path(cache_dir) / file.id).glob("*/.*.part"):
         if stale.parent.name != file.md5:
             stale.unlink(missing_ok=True)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from googleapiclient.discovery import build
-import httplib2
 from pydrive2.auth import GoogleAuth
 from pydrive2.drive import GoogleDrive
 
@@ -69,16 +68,6 @@ def connect_drive(
 def service_account_email(drive: GoogleDrive) -> str:
     """The account's address, for messages that say whom to share a file with."""
     return getattr(drive.auth.credentials, "service_account_email", None) or "the service account"
-
-
-def thread_http(drive: GoogleDrive) -> httplib2.Http:
-    """The authorized httplib2 client pydrive2 keeps per thread (httplib2 objects are not thread-safe).
-
-    It adds the bearer token, mints it on first use and refreshes it on a 401, like every pydrive2 request.
-    """
-    if not getattr(drive.auth.thread_local, "http", None):
-        drive.auth.thread_local.http = drive.auth.Get_Http_Object()
-    return drive.auth.thread_local.http
 
 
 def close_connections(drive: GoogleDrive) -> None:

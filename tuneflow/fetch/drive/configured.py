@@ -24,8 +24,6 @@ from tuneflow.fetch.drive.metadata import DriveFile, fetch_file_metadata, find_n
 from tuneflow.fetch.drive.progress import ProgressCallback
 from tuneflow.fetch.drive.retry import RetryPolicy
 
-# The content cache under data_root: Drive downloads land in <data_root>/cache/drive/<file id>/<md5>/<title>.
-DRIVE_CACHE_FOLDER = "cache"
 KeyLoader = Callable[[DriveSettings], ServiceAccountKey]
 
 

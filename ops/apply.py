@@ -132,8 +132,10 @@ def apply_alert_block(client, alert_url: str | None, other_block: str | None, re
         report.lines.append(f"notification block {ALERT_BLOCK}: posts to {urlsplit(alert_url).netloc} (Slack JSON)")
         return str(block_id)
     try:
-        existing = CustomWebhookNotificationBlock.load(ALERT_BLOCK)
-    except ValueError:
+        existing = client.read_block_document_by_name(
+            ALERT_BLOCK, CustomWebhookNotificationBlock.get_block_type_slug(), include_secrets=False
+        )
+    except ObjectNotFound:
         report.not_applied.append(
             f"alerts: {ALERT_URL_VARIABLE} is not set and the server has no {ALERT_BLOCK} block, so no alert "
             f"automation was applied; set {ALERT_URL_VARIABLE}=https://... (a Slack incoming webhook or any JSON "
@@ -141,7 +143,7 @@ def apply_alert_block(client, alert_url: str | None, other_block: str | None, re
         )
         return None
     report.lines.append(f"notification block {ALERT_BLOCK}: kept as it is on the server ({ALERT_URL_VARIABLE} not set)")
-    return str(existing._block_document_id)
+    return str(existing.id)
 
 
 def apply_automations(client, automations: list[AutomationCore], report: OpsReport) -> None:
@@ -165,6 +167,8 @@ def apply_ops(alert_url: str | None, pools: tuple[str, ...] | None = None, other
                          "(e.g. export PREFECT_API_URL=http://prefect.internal:4200/api)")
     report = OpsReport()
     pool_specs = read_pools(pools)
+    if alert_url:
+        alert_block(alert_url)  # a bad URL fails here, before anything on the server changes
     dashboard = (PREFECT_UI_URL.value() or PREFECT_API_URL.value().removesuffix("/api")).rstrip("/")
     with get_client(sync_client=True) as client:
         apply_pools(client, pool_specs, report)

@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tuneflow.config import TrainingSettings
+from tuneflow.events import EpochFinished, PlannedPhase, TrainingStarted
 from tuneflow.training.time_limit import FINE_TUNE_EPOCH_COST, FINISH_ALLOWANCE_S, TrainingTimeLimit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +142,17 @@ def test_the_run_timeout_and_the_training_limits_are_set_where_a_user_sees_them(
         run_timeout_seconds()
 
 
-PHASES = [{"name": "head", "first_epoch": 0, "epochs": 5}, {"name": "fine-tune", "first_epoch": 5, "epochs": 5}]
+PHASES = [PlannedPhase(name="head", first_epoch=0, epochs=5), PlannedPhase(name="fine-tune", first_epoch=5, epochs=5)]
+
+
+def started(phases: list[PlannedPhase]) -> TrainingStarted:
+    return TrainingStarted(devices=["CPU:0"], replicas=1, precision="float32", workers=1, worker_index=0,
+                           train_images=6000, val_images=1500, classes=["a", "b"], weights="w.h5",
+                           resumed_from_epoch=0, total_epochs=phases[-1].first_epoch + phases[-1].epochs, phases=phases)
+
+
+def epoch(number: int, phase: str, seconds: float) -> EpochFinished:
+    return EpochFinished(epoch=number, phase=phase, seconds=seconds, total_epochs=10)
 
 
 def test_the_training_limit_follows_the_dataset_size_then_the_measured_speed():
@@ -150,16 +161,16 @@ def test_the_training_limit_follows_the_dataset_size_then_the_measured_speed():
     assert limit.limit_s == 10 * 60 + 6000 / 2  # before any epoch: startup + the images at the slowest speed
     assert "first epoch must end within 1.0 h" in limit.describe_start()
 
-    assert limit.observe({"event": "start", "phases": PHASES}, elapsed_s=100) is None
-    message = limit.observe({"event": "epoch", "epoch": 1, "phase": "head", "seconds": 60.0}, elapsed_s=200)
+    assert limit.observe(started(PHASES), elapsed_s=100) is None
+    message = limit.observe(epoch(1, "head", 60.0), elapsed_s=200)
     # 4 more head epochs at 60 s, 5 fine-tune epochs at FINE_TUNE_EPOCH_COST x 60 s, tripled, and time to save.
     expected = 200 + 3 * (4 * 60 + 5 * FINE_TUNE_EPOCH_COST * 60) + FINISH_ALLOWANCE_S
     assert limit.limit_s == pytest.approx(expected)
     assert "the first head epoch took 60.0 s (100.0 images/s)" in message
-    assert limit.observe({"event": "epoch", "epoch": 2, "phase": "head", "seconds": 61.0}, elapsed_s=261) is None
+    assert limit.observe(epoch(2, "head", 61.0), elapsed_s=261) is None
 
     # The first fine-tune epoch is measured: its own speed replaces the guess.
-    limit.observe({"event": "epoch", "epoch": 6, "phase": "fine-tune", "seconds": 100.0}, elapsed_s=600)
+    limit.observe(epoch(6, "fine-tune", 100.0), elapsed_s=600)
     assert limit.limit_s == pytest.approx(600 + 3 * 4 * 100 + FINISH_ALLOWANCE_S)
     assert "raise training.timeout_factor" in limit.exceeded_message(pid=42)
 
@@ -167,6 +178,6 @@ def test_the_training_limit_follows_the_dataset_size_then_the_measured_speed():
 def test_timeout_minutes_caps_the_derived_limit():
     limit = TrainingTimeLimit(TrainingSettings(timeout_minutes=20), train_images=100_000)
     assert limit.limit_s == 20 * 60
-    limit.observe({"event": "start", "phases": PHASES[:1]}, elapsed_s=10)
-    limit.observe({"event": "epoch", "epoch": 1, "phase": "head", "seconds": 600.0}, elapsed_s=700)
+    limit.observe(started(PHASES[:1]), elapsed_s=10)
+    limit.observe(epoch(1, "head", 600.0), elapsed_s=700)
     assert limit.limit_s == 20 * 60

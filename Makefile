@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test test-fast field-check chromium bench clean-runs stack stack-down
+.PHONY: install demo test test-fast field-check chromium bench clean-runs stack stack-down stack-restart-server
 
 # pip installs uv, and uv the rest: from the same registry, it links TensorFlow's files from its cache in
 # seconds where pip unpacks them again for minutes (6 minutes of a CI run on a busy 2-core machine).
@@ -64,13 +64,17 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/prepare_bench.py
 	$(BIN)/python bench/scale_bench.py
 
-# A local Prefect server, the gpu and cpu work pools, the deployments of prefect.yaml and a worker per pool;
-# prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See docs/operations.md.
+# A local Prefect server, the work pools, alerts and automations of ops/ (`tuneflow ops apply`; alerts go to
+# TUNEFLOW_ALERT_URL), the deployments of prefect.yaml and a worker per pool; prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See docs/operations.md.
 stack: $(INSTALLED)
 	BIN=$(BIN) scripts/stack.sh up
 
 stack-down:
 	BIN=$(BIN) scripts/stack.sh down
+
+# The server alone, stopped and started again on the same port and database (as an upgrade does); runs keep going.
+stack-restart-server:
+	BIN=$(BIN) scripts/stack.sh restart-server
 
 clean-runs:
 	rm -rf data/runs data/sample

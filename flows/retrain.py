@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow
 
 from tuneflow.tasks.evaluate import evaluate_model
@@ -18,6 +20,24 @@ from tuneflow.sources import parse_drive_source
 from tuneflow.storage import DECODED_CACHE, PREPARED_CACHE, RUN_DATASET_FOLDER
 
 
+RUN_TIMEOUT_VARIABLE = "TUNEFLOW_RUN_TIMEOUT_HOURS"
+DEFAULT_RUN_TIMEOUT_HOURS = 24.0
+
+
+def run_timeout_seconds() -> float:
+    """The whole run's time limit, from the worker's environment (prefect.yaml sets it; a flow's timeout is fixed
+    when the flow is defined, so it cannot be a config field). Past it the run ends TimedOut and the failure alert
+    fires; the training's own, tighter limit (training.timeout_factor) usually stops a hung training first."""
+    text = os.environ.get(RUN_TIMEOUT_VARIABLE, "").strip()
+    try:
+        hours = float(text) if text else DEFAULT_RUN_TIMEOUT_HOURS
+    except ValueError:
+        raise ValueError(f"{RUN_TIMEOUT_VARIABLE}={text!r} is not a number of hours; set e.g. 24") from None
+    if hours <= 0:
+        raise ValueError(f"{RUN_TIMEOUT_VARIABLE}={text!r} must be more than 0 hours; set e.g. 24")
+    return hours * 3600
+
+
 def for_drive_upload(config: RetrainConfig, drive_file_id: str | None) -> RetrainConfig:
     """The config with its source replaced by the Drive file a new upload landed in (a folder upload has a new ID)."""
     if not drive_file_id:
@@ -25,7 +45,7 @@ def for_drive_upload(config: RetrainConfig, drive_file_id: str | None) -> Retrai
     return RetrainConfig.model_validate({**config.model_dump(), "source": f"drive://{drive_file_id}"})
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, timeout_seconds=run_timeout_seconds())
 def retrain(
     config: RetrainConfig, drive_file_id: str | None = None, drive_revision: str | None = None
 ) -> RunSummary:

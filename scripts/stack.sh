@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# A whole local Prefect stack on one machine: `scripts/stack.sh up` (make stack) and `scripts/stack.sh down`
-# (make stack-down). Server (SQLite), work pools, deployments from prefect.yaml and one worker per pool; every
-# port, database, log and pid file stays under data/stack/.
+# A whole local Prefect stack on one machine: `scripts/stack.sh up` (make stack), `scripts/stack.sh down`
+# (make stack-down) and `scripts/stack.sh restart-server` (make stack-restart-server: the server alone, on the same
+# port and database, as an upgrade would). Server (SQLite), work pools, alerts and automations from ops/
+# (`tuneflow ops apply`), deployments from prefect.yaml and one worker per pool; every port, database, log and pid
+# file stays under data/stack/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK="$ROOT/data/stack"
 BIN="${BIN:-$ROOT/.venv/bin}"
 PREFECT="$BIN/prefect"
+TUNEFLOW="$BIN/tuneflow"
 PYTHON="$BIN/python"
 # The first run of a server migrates its database: allow it a while on a small machine.
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-120}"
@@ -15,6 +18,13 @@ READY_TIMEOUT_S="${READY_TIMEOUT_S:-120}"
 export PREFECT_HOME="$STACK/home"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+# Flow runs inherit the workers' environment: a heartbeat every 180 s, which the crash-zombie automation
+# (ops/automations/crash-zombie-flows.yaml, 600 s) counts on whatever Prefect's default becomes.
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-180}"
+# Each API call retries for about 4 minutes (2 + 4 + ... + 128 s) instead of 1 when the server is away, so runs and
+# workers ride out a server restart (make stack-restart-server) or a short outage. The work pools' templates
+# (ops/work-pools/) set both for runs started elsewhere.
+export PREFECT_CLIENT_MAX_RETRIES="${PREFECT_CLIENT_MAX_RETRIES:-7}"
 
 die() { echo "stack: $*" >&2; exit 1; }
 
@@ -41,6 +51,13 @@ wait_until_ready() {
   done
 }
 
+start_server() {
+  local port="$1"
+  echo "stack: starting the Prefect server on http://127.0.0.1:$port (SQLite under $PREFECT_HOME)"
+  start server "$PREFECT" server start --host 127.0.0.1 --port "$port"
+  wait_until_ready "http://127.0.0.1:$port/api/health"
+}
+
 up() {
   [[ -x "$PREFECT" ]] || die "no Prefect CLI at $PREFECT; run \`make install\` first (or set BIN=path/to/venv/bin)"
   if alive server; then
@@ -53,21 +70,13 @@ up() {
   export PREFECT_API_URL="$url/api"
   echo "$url" >"$STACK/url"
 
-  echo "stack: starting the Prefect server on $url (SQLite under $PREFECT_HOME)"
-  start server "$PREFECT" server start --host 127.0.0.1 --port "$port"
-  wait_until_ready "$PREFECT_API_URL/health"
+  start_server "$port"
 
-  for pool in gpu cpu; do
-    "$PREFECT" work-pool inspect "$pool" >/dev/null 2>&1 \
-      || "$PREFECT" work-pool create "$pool" --type process >/dev/null
-  done
-  echo "stack: work pools gpu and cpu ready"
-
-  # Self-hosted servers need this automation to end runs whose worker died (see the file's comment).
-  if ! "$PREFECT" automation inspect crash-zombie-flows >/dev/null 2>&1; then
-    "$PREFECT" automation create --from-file "$ROOT/ops/crash-zombie-flows.yaml" >/dev/null \
-      || die "could not create the crash-zombie-flows automation from ops/crash-zombie-flows.yaml"
-  fi
+  # Work pools (with their base job templates), the alert webhook (TUNEFLOW_ALERT_URL) and every automation of
+  # ops/, created or updated: an edit there reaches this server on the next `make stack`.
+  [[ -n "${TUNEFLOW_ALERT_URL:-}" ]] || echo "stack: TUNEFLOW_ALERT_URL is not set: no alerts are sent" \
+    "(set it to a Slack incoming webhook or any JSON webhook and run make stack again)"
+  "$TUNEFLOW" ops apply | sed 's/^/stack: /' || die "tuneflow ops apply failed (see above)"
 
   if [[ -z "${TUNEFLOW_DRIVE_FILE_ID:-}" ]]; then
     echo "stack: TUNEFLOW_DRIVE_FILE_ID is not set: the deployments are created, but their runs will say which" \
@@ -90,7 +99,7 @@ up() {
 stack: up. Dashboard: $url
   deployments:  $url/deployments
   work pools:   $url/work-pools
-  automations:  $url/automations   (the retrain trigger on tuneflow.dataset.uploaded)
+  automations:  $url/automations   (the retrain trigger, crash-zombie-flows and the tuneflow-alert-* ones)
   logs:         $STACK/logs/
   use the CLI against it:  export PREFECT_API_URL=$PREFECT_API_URL
   stop it all:  make stack-down
@@ -111,6 +120,19 @@ stop() {
   rm -f "$STACK/pids/$name"
 }
 
+# The server alone goes down and comes back on the same port and database, as for an upgrade; the workers and the
+# runs they hold keep going (a run needs the server only at its next state change; no lease to lose: the gpu pool's
+# concurrency limit is counted by the server from the runs' states).
+restart_server() {
+  alive server || die "no stack server is running; \`make stack\` starts one"
+  local url; url="$(cat "$STACK/url")"
+  export PREFECT_API_URL="$url/api"
+  local started=$SECONDS
+  stop server
+  start_server "${url##*:}"
+  echo "stack: server back at $url after $((SECONDS - started)) s down"
+}
+
 down() {
   # Workers first, so none picks up a run while the server goes away.
   stop worker-gpu
@@ -123,5 +145,6 @@ down() {
 case "${1:-up}" in
   up) up ;;
   down) down ;;
-  *) die "usage: $0 up|down" ;;
+  restart-server) restart_server ;;
+  *) die "usage: $0 up|down|restart-server" ;;
 esac

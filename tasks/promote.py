@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.config import PromotionSettings, ServingSettings
-from tuneflow.registry.promotion import PromotionDecision, promote_trained_model
+from tuneflow.registry.promotion import PromotionDecision, promote_trained_model, promotion_event
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
 
@@ -25,9 +26,13 @@ def promote(
     archive: FetchedArchive,
 ) -> PromotionDecision:
     """Keep the new model as a version and make it current if it beats the model in use on photos it never saw;
-    export a model put into use for TF Serving."""
+    export a model put into use for TF Serving, and announce it (tuneflow.model.promoted)."""
     logger = get_run_logger()
     decision = promote_trained_model(trained, evaluation, dataset, settings, serving, data_root, run_dir, archive,
                                      logger.info)
     logger.info(decision.summary)
+    if (event := promotion_event(decision)) is not None:
+        # Queued for the server, where the model-promoted automation alerts; the run's own resources (flow run,
+        # deployment) are attached by Prefect, so the message can name them.
+        emit_event(**event)
     return decision

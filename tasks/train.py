@@ -18,6 +18,7 @@ from tuneflow.events import EpochFinished, Notice, Output, Progress, ReceivedEve
 from tuneflow.records import PreparedDataset, TrainedModel
 from tuneflow.training.worker import TrainingJob
 from tuneflow.training.process import describe_event, run_training_process
+from tuneflow.training.time_limit import TrainingTimeLimit
 
 
 def log_event(logger: logging.Logger | logging.LoggerAdapter, event: ReceivedEvent) -> None:
@@ -54,10 +55,11 @@ def fine_tune(
             case Progress(epochs_done=done, total_epochs=total) | EpochFinished(epoch=done, total_epochs=total):
                 update_progress_artifact(progress_id, progress=min(100.0, 100.0 * done / total))
 
-    timeout = settings.timeout_minutes * 60 if settings.timeout_minutes else None
+    time_limit = TrainingTimeLimit(settings, train_images=sum(dataset.counts["train"].values()))
+    logger.info(time_limit.describe_start())
     return run_training_process(
         TrainingJob(dataset=dataset, settings=settings, weights_path=weights_path, seed=seed, run_dir=run_dir,
                     decoded_store=decoded_store),
         on_event,
-        timeout_seconds=timeout,
+        time_limit=time_limit,
     )

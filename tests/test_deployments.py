@@ -1,11 +1,13 @@
 """The deployments of prefect.yaml on a real `prefect server start`: a new Drive revision retrains on the gpu pool.
 
 Everything a user would run, started by the test on free loopback ports with a temporary PREFECT_HOME: the
-server, the `gpu` and `cpu` process work pools (CLI), `prefect --no-prompt deploy --all` from the real
-prefect.yaml, a process worker per pool, and the Drive emulator serving a tiny dataset. The sensor deployment
-runs on the cpu worker; its event must make the retrain deployment's trigger start exactly one run on the gpu
-worker, with the new file ID and revision as parameters. Then a run cancelled while it trains must leave no
-training process behind. The test's finalizers stop every process group it started.
+server, `tuneflow ops apply` (work pools, alert webhook, automations of ops/), `prefect --no-prompt deploy --all`
+from the real prefect.yaml, a process worker per pool, the Drive emulator serving a tiny dataset and a webhook
+receiver standing in for Slack. The sensor deployment runs on the cpu worker; its event must make the retrain
+deployment's trigger start exactly one run on the gpu worker, with the new file ID and revision as parameters;
+the server is restarted while that run trains, and the run must still complete and promote its model. The
+automations must post the promotion and a failed run to the webhook. Then a run cancelled while it trains must
+leave no training process behind. The test's finalizers stop every process group it started.
 """
 
 from __future__ import annotations
@@ -17,19 +19,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
-from tests.loopback import free_port
+from tests.loopback import free_port, webhook_receiver
 from tests.records import head_only_training
 from tuneflow.child_process import stop_process_group
 from tuneflow.report.text import escape
@@ -38,6 +38,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = Path(sys.executable).with_name("prefect")
+TUNEFLOW = Path(sys.executable).with_name("tuneflow")
 SERVER_START_TIMEOUT_S = 180
 # Generous waits for a busy 2-core machine: how long to wait for a state, never an assertion on speed.
 SENSOR_RUN_TIMEOUT_S = 240
@@ -71,9 +72,48 @@ class LocalStack:
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
+    def start_server(self) -> None:
+        """`prefect server start` on this stack's port and PREFECT_HOME (its SQLite database), once it answers."""
+        self.start("server", "server", "start", "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.api_url}/health", timeout=2)
+                return
+            except OSError:
+                server = self.processes["server"]
+                assert server.poll() is None, f"prefect server exited with {server.returncode}\n{self.log_tail('server')}"
+                assert time.monotonic() < deadline, (
+                    f"prefect server did not answer within {SERVER_START_TIMEOUT_S}s\n{self.log_tail('server')}"
+                )
+                time.sleep(1)
+
+    def restart_server(self) -> float:
+        """Stop the server and start it again on the same port and database, as an upgrade does; seconds it was down."""
+        down = time.monotonic()
+        stop_process_group(self.processes["server"], grace_seconds=20)
+        (self.logs / "server.log").rename(self.logs / "server-before-restart.log")
+        self.start_server()
+        return time.monotonic() - down
+
     def log_tail(self, name: str, lines: int = 60) -> str:
         text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
         return f"--- last lines of {name}.log ---\n" + "\n".join(text[-lines:])
+
+
+@pytest.fixture
+def alert_webhook():
+    """Where the stack's alerts go (TUNEFLOW_ALERT_URL): a receiver on loopback, as a Slack webhook would be."""
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
+def ops_apply(stack: LocalStack, alert_url: str) -> str:
+    """`tuneflow ops apply` against the stack's server, as make stack runs it."""
+    result = subprocess.run([str(TUNEFLOW), "ops", "apply", "--strict"], cwd=REPO, capture_output=True, text=True,
+                            env={**stack.env, "TUNEFLOW_ALERT_URL": alert_url})
+    assert result.returncode == 0, f"tuneflow ops apply failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
 
 
 @pytest.fixture
@@ -118,21 +158,7 @@ def running_stack(tmp_path: Path) -> Iterator[LocalStack]:
     env.pop("PREFECT_PROFILES_PATH", None)
     stack = LocalStack(url=url, env=env, logs=logs)
     try:
-        stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1])
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                urllib.request.urlopen(f"{stack.api_url}/health", timeout=2)
-                break
-            except OSError:
-                server = stack.processes["server"]
-                assert server.poll() is None, (
-                    f"prefect server exited with {server.returncode}\n{stack.log_tail('server')}"
-                )
-                assert time.monotonic() < deadline, (
-                    f"prefect server did not answer within {SERVER_START_TIMEOUT_S}s\n{stack.log_tail('server')}"
-                )
-                time.sleep(1)
+        stack.start_server()
         yield stack
     finally:
         drain_prefect_queues()
@@ -145,13 +171,6 @@ def running_stack(tmp_path: Path) -> Iterator[LocalStack]:
             stop_process_group(stack.processes["server"], grace_seconds=20)
     leftovers = [name for name, process in stack.processes.items() if process.poll() is None]
     assert not leftovers, f"still running after the test: {leftovers}"
-
-
-def post_json(url: str, payload) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    urllib.request.urlopen(request, timeout=30).close()
 
 
 def wait_for_final_state(client, flow_run_id, timeout_s: float, stack: LocalStack, worker: str):
@@ -178,7 +197,7 @@ def wait_for_training_process(runs_root: Path, earlier_runs: set[Path], stack: L
     """The pid of the training process of the one new run, once it is running."""
     deadline = time.monotonic() + SENSOR_RUN_TIMEOUT_S
     while True:
-        new_runs = [path for path in runs_root.iterdir() if path not in earlier_runs]
+        new_runs = [path for path in runs_root.iterdir() if path not in earlier_runs] if runs_root.is_dir() else []
         pid_files = [path / "train.pid" for path in new_runs if (path / "train.pid").exists()]
         if pid_files and pid_files[0].read_text().strip():
             pid = int(pid_files[0].read_text())
@@ -244,12 +263,13 @@ def another_revision_of(archive: Path) -> bytes:
 
 
 def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops_training(
-    local_stack, drive_emulator, key_file, tiny_archive, resnet50_weights_file, tmp_path
+    local_stack, alert_webhook, drive_emulator, key_file, tiny_archive, resnet50_weights_file, tmp_path
 ):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.schemas.automations import AutomationCore
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
@@ -260,8 +280,8 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
     file_id = drive_emulator.add_file("dataset.zip", tiny_archive)
     first_revision = drive_emulator.files[file_id].head.id
 
-    for pool in ("gpu", "cpu"):
-        stack.cli("work-pool", "create", pool, "--type", "process")
+    applied = ops_apply(stack, alert_webhook.url)
+    assert "work pool gpu: created" in applied and "automation tuneflow-alert-retrain-failed: created" in applied
     deploy_output = stack.cli("--no-prompt", "deploy", "--all", extra_env={"TUNEFLOW_DRIVE_FILE_ID": file_id})
     assert "retrain/retrain" in deploy_output and "watch-drive/watch-drive" in deploy_output
 
@@ -275,7 +295,21 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
 
         # What prefect.yaml set up, as deployed.
         assert retrain.work_pool_name == "gpu" and sensor.work_pool_name == "cpu"
-        assert retrain.global_concurrency_limit is not None and retrain.global_concurrency_limit.limit == 1
+        # One training at a time comes from the gpu pool's limit, which the server counts from the runs' states:
+        # no deployment concurrency lease for the running flow to renew (a server restart cancelled trainings).
+        assert retrain.global_concurrency_limit is None
+        gpu_pool = client.read_work_pool("gpu")
+        assert gpu_pool.concurrency_limit == 1
+        # The committed base job template, which gives every flow run a heartbeat (the crash-zombie automation's).
+        assert gpu_pool.base_job_template["job_configuration"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "180"
+
+        # An automation that drifted on the server (edited by hand, or by an older ops/) is brought back in line.
+        (failed_alert,) = client.read_automations_by_name("tuneflow-alert-retrain-failed")
+        client.update_automation(failed_alert.id, AutomationCore.model_validate(
+            {**failed_alert.model_dump(exclude={"id", "owner_resource"}), "enabled": False, "description": "edited by hand"}))
+        assert "automation tuneflow-alert-retrain-failed: updated" in ops_apply(stack, alert_webhook.url)
+        (failed_alert,) = client.read_automations_by_name("tuneflow-alert-retrain-failed")
+        assert failed_alert.enabled and failed_alert.description != "edited by hand"
         assert retrain.job_variables["env"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
         assert retrain.parameters["config"]["source"] == f"drive://{file_id}"
         assert sensor.parameters["config"]["file_id"] == file_id
@@ -323,7 +357,16 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         assert triggered[0].parameters["drive_file_id"] == file_id
         assert triggered[0].parameters["drive_revision"] == second_revision
 
+        # The server restarts while that run trains (an upgrade, an outage): the run goes on and completes.
+        training_pid = wait_for_training_process(data_root / "runs", set(), stack)
+        assert client.read_flow_run(triggered[0].id).state.state_details.deployment_concurrency_lease_id is None
+        restart_began = time.monotonic()
+        down_s = stack.restart_server()
+        trained_through_restart = process_is_running(training_pid)
         run = wait_for_final_state(client, triggered[0].id, RETRAIN_RUN_TIMEOUT_S, stack, "worker-gpu")
+        print(f"server restart: training process {training_pid} running when the server stopped; server down "
+              f"{down_s:.1f} s; training still running when it was back: {trained_through_restart}; run "
+              f"{run.name} ended {run.state_name} {time.monotonic() - restart_began:.1f} s after the restart began")
         assert run.state.is_completed(), (
             f"retrain ended {run.state_name}: {run.state.message}\n{run_logs(client, run.id)}\n"
             f"{stack.log_tail('worker-gpu')}"
@@ -340,34 +383,42 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         assert escape(second_revision) in report and escape(file_id) in report
         assert json.loads((run_dirs[0] / "metrics.json").read_text())["data"]["drive_revision"] == second_revision
 
+        # The first model is promoted; the model-promoted automation tells the alert webhook, in Slack's JSON.
+        promoted = alert_webhook.wait_for(lambda body: "promoted" in body["text"], timeout_s=120)["text"]
+        print(f"alert webhook, promotion:\n{json.dumps({'text': promoted})}")
+        assert f"tuneflow: model {run_dirs[0].name} promoted" in promoted
+        assert "Deployment: retrain\n" in promoted and f"Run: {run.name}\n" in promoted
+        assert f"Dashboard: {stack.url}/runs/flow-run/{run.id}" in promoted
+        verdict = promoted.split("Reason: ", 1)[1].split("\n", 1)[0]
+        assert f"promoted: {verdict}" in run_logs(client, run.id)  # the verdict the promote step logged
+
+        # A retrain that fails (here at once: its dataset is missing) is told to the webhook with its reason. It
+        # runs on the gpu worker while the sensor is checked below.
+        missing = tmp_path / "missing" / "dataset.zip"
+        broken = tiny.model_copy(update={"source": str(missing), "data_root": tmp_path / "broken-run-data"})
+        failing = client.create_flow_run_from_deployment(
+            retrain.id, parameters={"config": broken.model_dump(mode="json")}
+        )
+
         # 3. A tick with nothing new emits nothing and starts nothing.
         run_sensor(client, stack, sensor.id)
-        # 4. A sensor that lost its memory (or was retried after emitting) re-emits the same event id: no second run.
-        # Counted after step 5: nothing shows that the server dropped an event, but the run step 5's event starts
-        # shows that it has handled what came before (run_sensor returns once the re-emitted event was sent).
+        # 4. A sensor that lost its memory (or was retried after emitting) re-emits the same event id. Prefect drops a
+        # duplicate id only while it remembers it (30 minutes, in the server's memory): the restart above made it
+        # forget, as any restart or a later duplicate would. The trigger starts a run, and that run ends at once,
+        # Completed, pointing at the version made: tuneflow's own check, which outlives the server's memory.
         client.delete_variable_by_name(watch.variable_name)
         again = watch.model_copy(update={"trigger_on_first_run": True})
         run_sensor(client, stack, sensor.id, parameters={"config": again.model_dump(mode="json")})
         events = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT_NAME])), limit=50).events
         assert {event.id for event in events} == {upload_event_id(file_id, second_revision)}
-
-        # 5. The same upload under a new event id, as after Prefect's 30-minute event-id cache expired or the server
-        # restarted: the trigger starts a run, and that run ends at once, Completed, pointing at the version made.
-        (earlier,) = events
-        resent = {**earlier.model_dump(mode="json", exclude={"received"}), "id": str(uuid.uuid4()),
-                  "occurred": datetime.now(timezone.utc).isoformat()}
-        post_json(f"{stack.api_url}/events", [resent])
         deadline = time.monotonic() + 120
         while len(triggered := triggered_retrain_runs(client, retrain.id)) < 2:
-            assert time.monotonic() < deadline, "the re-sent upload event started no retrain run"
+            assert time.monotonic() < deadline, "the re-emitted upload event started no retrain run"
             time.sleep(1)
         repeat = [candidate for candidate in triggered if candidate.id != run.id][0]
         repeat = wait_for_final_state(client, repeat.id, RETRAIN_RUN_TIMEOUT_S, stack, "worker-gpu")
-        # The server publishes events in the order they arrive, and the trigger starts a run within about a second
-        # of one; the run of the re-sent event has been started, picked up and finished since. A run started by the
-        # event re-emitted in step 4, which arrived before, would be listed by now.
         assert len(triggered_retrain_runs(client, retrain.id)) == 2, (
-            f"the event re-emitted with the same id (step 4) started another retrain run: "
+            f"the re-emitted event started more than one retrain run: "
             f"{[(r.name, r.parameters) for r in triggered_retrain_runs(client, retrain.id)]}"
         )
         assert repeat.state.is_completed(), f"ended {repeat.state_name}: {repeat.state.message}"
@@ -387,6 +438,15 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         assert all(
             (run.expected_start_time.weekday(), run.expected_start_time.hour) == (0, 3) for run in scheduled
         ), [run.expected_start_time for run in scheduled]
+
+        failed = wait_for_final_state(client, failing.id, RETRAIN_RUN_TIMEOUT_S, stack, "worker-gpu")
+        assert failed.state.is_failed(), f"ended {failed.state_name}: {failed.state.message}"
+        failure = alert_webhook.wait_for(lambda body: f"Run: {failed.name}\n" in body["text"], timeout_s=120)["text"]
+        print(f"alert webhook, failure:\n{json.dumps({'text': failure})}")
+        assert f"tuneflow: retrain run {failed.name} ended Failed" in failure
+        assert "Deployment: retrain\n" in failure and "State: Failed\n" in failure
+        assert str(missing) in failure.split("Reason: ", 1)[1]
+        assert f"Dashboard: {stack.url}/runs/flow-run/{failed.id}" in failure
 
         # 6. Cancelling a run from the dashboard while it trains stops its training process, freeing the GPU.
         long_training = tiny.model_copy(update={"training": tiny.training.model_copy(update={"epochs": 500})})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import tomllib
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -238,9 +239,17 @@ def test_the_option_check_reads_commands_and_their_sections(tmp_path):
                        "--dry-run is not an option of `tuneflow export`"]
 
 
+# tuneflow.flows, tuneflow.tasks and tuneflow.ops live at the top of the repository (pyproject.toml's package-dir).
+TOP_LEVEL_PACKAGES = {package.split(".")[1]: folder for package, folder in
+                      tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].items()}
+
+
 def module_file(parts: list[str]) -> Path | None:
-    """The source of module tuneflow.<parts...>: tuneflow.flows and tuneflow.tasks live at the top of the repository."""
-    path = REPO.joinpath(*parts) if parts[:1] in (["flows"], ["tasks"]) else REPO.joinpath("tuneflow", *parts)
+    """The source of module tuneflow.<parts...>, where pyproject.toml's package-dir puts it."""
+    if parts[:1] and parts[0] in TOP_LEVEL_PACKAGES:
+        path = REPO.joinpath(TOP_LEVEL_PACKAGES[parts[0]], *parts[1:])
+    else:
+        path = REPO.joinpath("tuneflow", *parts)
     return next((file for file in (path.with_suffix(".py"), path / "__init__.py") if file.is_file()), None)
 
 
@@ -269,7 +278,8 @@ def resolves(dotted: str) -> bool:
 def code_strings() -> set[str]:
     """Every string literal of the code: a dotted name that is one (an event name) is not a module path."""
     strings = set()
-    for path in [*REPO.glob("tuneflow/**/*.py"), *REPO.glob("flows/*.py"), *REPO.glob("tasks/*.py")]:
+    for path in [*REPO.glob("tuneflow/**/*.py"), *(path for folder in TOP_LEVEL_PACKAGES.values()
+                                                     for path in REPO.glob(f"{folder}/*.py"))]:
         strings |= {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                     if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     return strings

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 LAYERS_CONTRACT = "Layers point down: the CLI, then the flows, then the tasks, then the library"
-PREFECT_CONTRACT = "Only the CLI, the flows and the tasks import Prefect"
+PREFECT_CONTRACT = "Only the CLI, the flows, the tasks and ops import Prefect"
 
 
 def installed_layout(destination: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Source folder -> where its modules live in the installed package (pyproject.toml's package-dir).
-INSTALLED_AS = {"tuneflow": "tuneflow", "flows": "tuneflow/flows", "tasks": "tuneflow/tasks"}
+INSTALLED_AS = {"tuneflow": "tuneflow", "flows": "tuneflow/flows", "tasks": "tuneflow/tasks", "ops": "tuneflow/ops"}
 
 
 def build_wheel(out: Path) -> Path:
@@ -38,6 +38,10 @@ def test_the_wheel_holds_every_module_and_template_and_no_generic_top_level_pack
     templates = {f"tuneflow/{path.relative_to(REPO / 'tuneflow').as_posix()}"
                  for path in (REPO / "tuneflow" / "report" / "templates").rglob("*") if path.is_file()}
     assert "tuneflow/report/templates/report.html.j2" in templates
+    # `tuneflow ops apply` reads its definitions from the installed package.
+    templates |= {f"tuneflow/ops/{path.relative_to(REPO / 'ops').as_posix()}"
+                  for path in (REPO / "ops").rglob("*") if path.suffix in {".yaml", ".json"}}
+    assert "tuneflow/ops/automations/retrain-failed.yaml" in templates
     missing = sorted(templates - names)
     assert not missing, f"the wheel lacks {missing}: list them in pyproject.toml [tool.setuptools.package-data]"
     top_level = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}

@@ -93,7 +93,7 @@ def test_timeout_stops_the_training_process_and_a_second_run_prepares_nothing(pr
         training=TrainingSettings(weights="none", epochs=50, timeout_minutes=0.1, **TINY),
     )
     for _ in range(2):
-        with pytest.raises(TimeoutError, match="training exceeded its timeout of 6 s"):
+        with pytest.raises(TimeoutError, match="training exceeded its time limit of 6 s"):
             retrain(config)
     first, second = sorted((tmp_path / "runs").iterdir())
     for run_dir in (first, second):

@@ -1,4 +1,4 @@
-"""The `tuneflow` command: sample, retrain, predict, export, demo.
+"""The `tuneflow` command: sample, retrain, predict, export, demo, runs, gpu-check, ops.
 
 `retrain`'s options are generated from RetrainConfig's fields, so the CLI, the Prefect UI form and the config
 can never disagree about a setting's name, meaning or default.
@@ -26,6 +26,7 @@ from tuneflow.config import (
     TrainingSettings,
 )
 from tuneflow.formatting import UNDEFINED, byte_size, percent
+from tuneflow.ops.cli import add_ops_parser
 from tuneflow.storage import (
     DATA_ROOT_VARIABLE,
     DEFAULT_DATA_ROOT,
@@ -475,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     gpu_check.add_argument("--precision", default="auto", help="auto, float32, mixed_float16 or mixed_bfloat16. Default: auto.")
     gpu_check.add_argument("--xla", action="store_true", help="compile the training step with XLA.")
     gpu_check.set_defaults(handler=command_gpu_check)
+
+    add_ops_parser(commands)
     return parser
 
 

@@ -203,8 +203,27 @@ class TrainingSettings(BaseModel):
         "float32 elsewhere.",
     )
     jit_compile: bool = Field(False, description="Compile training steps with XLA (often faster on GPUs).")
+    # A training that hangs but stays alive keeps its run's heartbeats going: these bound it (the run fails, and
+    # can be resumed from its last epoch). tuneflow.training.time_limit derives the limit and logs it.
+    timeout_factor: float = Field(
+        3.0, ge=1, le=100,
+        description="Training time limit once an epoch is measured: the time spent plus this many times what the "
+        "remaining epochs take at the measured speed (a fine-tune epoch counted as several head epochs until one is "
+        "measured), plus 10 minutes to save the model. Logged when derived; a training past it is stopped as hung.",
+    )
+    min_images_per_second: float = Field(
+        1.0, gt=0,
+        description="Until the first epoch ends, the slowest training speed still counted as progress: the first "
+        "epoch must end within startup_minutes + train images / this.",
+    )
+    startup_minutes: float = Field(
+        30.0, gt=0,
+        description="Time allowed before the first epoch proper: starting TensorFlow, building the model, decoding "
+        "the photos into the cache.",
+    )
     timeout_minutes: float | None = Field(
-        None, gt=0, description="Stop the training process after this many minutes (the run fails; resume it later)."
+        None, gt=0, description="A hard cap on the training's time limit, in minutes, whatever its measured speed "
+        "(the run fails; resume it later). None: the derived limit only.",
     )
 
     @field_validator("image_size")

@@ -22,6 +22,14 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class PlannedPhase(BaseModel):
+    """One phase of the recipe as the training plans it (epochs numbered from 0 across phases)."""
+
+    name: str
+    first_epoch: int
+    epochs: int
+
+
 class TrainingStarted(Event):
     """The model is built and the data ready: what trains where, from which epoch."""
 
@@ -37,6 +45,7 @@ class TrainingStarted(Event):
     weights: str  # a file, or "random initialisation"
     resumed_from_epoch: int
     total_epochs: int
+    phases: list[PlannedPhase] = Field(default_factory=list)  # empty from a process older than the time limit
 
 
 class Notice(Event):
@@ -141,6 +150,12 @@ class Output(BaseModel):
     line: str
 
 
+class TimeLimitChanged(BaseModel):
+    """Not from the process: its supervisor derived a new time limit from the speed the process showed."""
+
+    message: str
+
+
 class UnreadableEvent(BaseModel):
     """A line meant as an event that this version cannot read: its text, and what was wrong with it."""
 
@@ -149,7 +164,7 @@ class UnreadableEvent(BaseModel):
 
 
 # What the supervisor hands on for each line of the process's stdout.
-ReceivedEvent = Union[TrainingEvent, Output, UnreadableEvent]
+ReceivedEvent = Union[TrainingEvent, Output, UnreadableEvent, TimeLimitChanged]
 
 
 def parse_event(text: str) -> TrainingEvent:

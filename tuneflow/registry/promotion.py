@@ -93,6 +93,30 @@ class PromotionDecision(BaseModel):
         return comparison.difference if comparison and comparison.compared else None
 
 
+# Announced when a model is put into use; ops/automations/model-promoted.yaml turns it into an alert.
+PROMOTED_EVENT = "tuneflow.model.promoted"
+
+
+def promotion_event(decision: PromotionDecision) -> dict | None:
+    """The event (emit_event's arguments) announcing a promotion: the version, its accuracy and the comparison's
+    verdict; None when the model was not put into use."""
+    if not decision.promoted:
+        return None
+    return {
+        "event": PROMOTED_EVENT,
+        "resource": {"prefect.resource.id": f"tuneflow.model-version.{decision.version}",
+                     "prefect.resource.name": decision.version},
+        "payload": {
+            "version": decision.version,
+            "accuracy": decision.accuracy,
+            "verdict": decision.reason,
+            "previous_version": decision.baseline.version if decision.baseline else None,
+            "accuracy_change": decision.accuracy_change,
+            "forced": decision.forced,
+        },
+    }
+
+
 def decide_promotion(
     version: str, accuracy: float, classes: list[str], baseline: Baseline | None, settings: PromotionSettings
 ) -> tuple[bool, str]:

@@ -22,7 +22,7 @@ import keras
 
 from tuneflow.atomic_files import write_json_atomically
 from tuneflow.config import TrainingSettings
-from tuneflow.events import Emit, Notice, Resumed, TrainingStarted
+from tuneflow.events import Emit, Notice, PlannedPhase, Resumed, TrainingStarted
 from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 from tuneflow.records import PreparedDataset, TrainedModel
 from tuneflow.storage import RUN_CACHE_FOLDER, RUN_CHECKPOINTS_FOLDER, RUN_WORKERS_FOLDER
@@ -109,6 +109,7 @@ def train_classifier(
         worker_index=setup.worker_index, train_images=len(train_paths), val_images=len(val_paths), classes=classes,
         weights=str(weights_path) if weights_path else "random initialisation", resumed_from_epoch=resumed_from,
         total_epochs=total_epochs,
+        phases=[PlannedPhase(name=phase.name, first_epoch=phase.first_epoch, epochs=phase.epochs) for phase in phases],
     ))
 
     if across_machines and settings.jit_compile:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from tuneflow.child_process import child_environment, python_module_command, stop_process_group
 from tuneflow.events import (
-    EpochFinished, Notice, Output, PhotosDecoded, PhotosDecoding, PhotosReused, ReceivedEvent, Resumed, TrainingDone,
-    TrainingStarted, UnreadableEvent, WaitingForWorkers, read_event_line,
+    EpochFinished, Notice, Output, PhotosDecoded, PhotosDecoding, PhotosReused, ReceivedEvent, Resumed,
+    TimeLimitChanged, TrainingDone, TrainingStarted, UnreadableEvent, WaitingForWorkers, read_event_line,
 )
 from tuneflow.records import TrainedModel
+from tuneflow.training.time_limit import TrainingTimeLimit
 from tuneflow.training.worker import TrainingJob
 
 JOB_FILE = "train_job.json"
@@ -43,8 +44,13 @@ def run_training_process(
     on_event: Callable[[ReceivedEvent], None],
     timeout_seconds: float | None = None,
     env: dict[str, str] | None = None,
+    time_limit: TrainingTimeLimit | None = None,
 ) -> TrainedModel:
-    """Run tuneflow.training.worker on the job; call on_event for each event; stop it on timeout or any exit."""
+    """Run tuneflow.training.worker on the job; call on_event for each event; stop it on timeout or any exit.
+
+    `timeout_seconds` is a fixed limit; `time_limit` one that follows the training's measured speed, each change
+    of it passed to on_event as a TimeLimitChanged.
+    """
     run_dir = job.run_dir
     job_path = run_dir / JOB_FILE
     job_path.write_text(job.model_dump_json(indent=2))
@@ -60,7 +66,7 @@ def run_training_process(
         )
     (run_dir / PID_FILE).write_text(f"{process.pid}\n")
     try:
-        result = relay_events(process, on_event, timeout_seconds, run_dir)
+        result = relay_events(process, on_event, timeout_seconds, run_dir, time_limit)
         process.wait()
     finally:
         stop_process_group(process)
@@ -78,7 +84,7 @@ def run_training_process(
 
 def relay_events(
     process: subprocess.Popen, on_event: Callable[[ReceivedEvent], None], timeout_seconds: float | None,
-    run_dir: Path,
+    run_dir: Path, time_limit: TrainingTimeLimit | None = None,
 ) -> TrainedModel | None:
     """Call on_event with what each line of the process's stdout says, until it closes; the result it sent.
 
@@ -92,14 +98,17 @@ def relay_events(
         lines.put(None)
 
     threading.Thread(target=read_stdout, name="training-stdout", daemon=True).start()
-    deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    started = time.monotonic()
+    deadline = started + timeout_seconds if timeout_seconds else None
+    resume = f"Its checkpoints are in {run_dir}; continue with resume_run_id={run_dir.name!r}"
     result: TrainedModel | None = None
     while True:
         if deadline and time.monotonic() > deadline:
             raise TimeoutError(
-                f"training exceeded its timeout of {timeout_seconds:.0f} s; process {process.pid} was stopped. "
-                f"Its checkpoints are in {run_dir}; continue with resume_run_id={run_dir.name!r}"
+                f"training exceeded its timeout of {timeout_seconds:.0f} s; process {process.pid} was stopped. {resume}"
             )
+        if time_limit and time.monotonic() - started > time_limit.limit_s:
+            raise TimeoutError(f"{time_limit.exceeded_message(process.pid)}. {resume}")
         try:
             # A short wait keeps this loop responsive to timeouts and to Prefect cancelling the task.
             line = lines.get(timeout=0.5)
@@ -111,6 +120,8 @@ def relay_events(
         if isinstance(event, TrainingDone):
             result = event.result
         on_event(event)
+        if time_limit and (change := time_limit.observe(event, time.monotonic() - started)):
+            on_event(TimeLimitChanged(message=change))
 
 
 def describe_event(event: ReceivedEvent) -> str | None:
@@ -152,7 +163,7 @@ def describe_event(event: ReceivedEvent) -> str | None:
                 "all of them: on each other machine run `python -m tuneflow.training.worker <this run "
                 "folder>/train_job.json` with its own TF_CONFIG"
             )
-        case Notice():
+        case Notice() | TimeLimitChanged():
             return event.message
         case Output():
             return event.line

@@ -110,9 +110,11 @@ def build_classifier(
 def inference_model(model: keras.Model) -> keras.Model:
     """The classifier without its augmentation layers: the same layers and weights, what model.keras holds.
 
-    Keras' augmentation layers augment whenever they are called without training=False, and an export's serving
-    function calls them without it: a SavedModel of the training model flipped and zoomed every photo it served,
-    and ONNX has no such random ops at all. In predict() they are idle, so predictions are the same.
+    Augmentation layers augment whenever they are called without training=False, and an export's serving
+    function may call them without it: a SavedModel of the training model flipped and zoomed every photo it
+    served, and ONNX has no such random ops at all. In predict() they are idle, so predictions are the same.
+    Leaving the layer out also keeps model.keras loadable by plain Keras (FlipAndZoom is tuneflow's), and strips
+    Keras' RandomFlip and RandomZoom from versions saved before FlipAndZoom replaced them.
     """
 
     def skip_augmentation(layer, *args, **kwargs):

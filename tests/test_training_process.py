@@ -14,7 +14,7 @@ from tuneflow.training.process import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tests.records import head_only_training
 from tuneflow.config import TrainingSettings
-from tuneflow.events import EpochFinished, PhotosDecoded, PhotosDecoding, PhotosReused
+from tuneflow.events import Compiled, EpochFinished, PhotosDecoded, PhotosDecoding, PhotosReused
 from tuneflow.imaging.decoded_cache import cached_file_bytes
 from tuneflow.imaging.decoded_layout import CACHE_SUFFIX
 from tuneflow.training.model import load_classifier
@@ -123,8 +123,8 @@ def test_xla_requested_with_the_default_augmentation_really_compiles_and_is_reco
                       run_dir=tmp_path)
     events = []
     result = run_training_process(job, events.append)
-    [compiled] = [event for event in events if event["event"] == "compiled"]
-    assert compiled["xla_applied"] and not compiled["warning"]
+    [compiled] = [event for event in events if isinstance(event, Compiled)]
+    assert compiled.xla_applied and not compiled.warning
     assert "Compiled cluster using XLA" in (tmp_path / "train.log").read_text()
     recorded = json.loads((tmp_path / "trained.json").read_text())
     assert recorded["xla_applied"] is True and result.xla_applied and recorded["precision"] == "float32"

@@ -55,8 +55,12 @@ chromium:
 	echo "installing chromium and chromium-driver for the report's browser test"; \
 	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
-# Benchmarks, not tests: each prints its ratios against a baseline measured in the same run.
+# Benchmarks, not tests: each prints its ratios against a baseline measured in the same run. Without a GPU
+# (no nvidia-smi) the training-step grid shrinks: at 224 px and batch 256 a CPU would take hours.
+MODEL_STEP_OPTIONS ?= $(if $(shell command -v nvidia-smi),,--image-size 64 --batches 16,32 --steps 3)
 bench: $(INSTALLED)
+	$(BIN)/python bench/augmentation_bench.py
+	$(BIN)/python bench/model_step.py $(MODEL_STEP_OPTIONS)
 	$(BIN)/python bench/training_bench.py
 	$(BIN)/python bench/decode_floor.py
 	$(BIN)/python bench/compare_recipes.py

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
+from tuneflow.dataset.photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
 
 from tuneflow.dataset.sample import SAMPLE_CLASSES  # noqa: E402
 

@@ -4,7 +4,7 @@ with the sizes and encodings of a real photo set, and ResNet50 training speed pe
     python bench/training_bench.py [--images 2000] [--mix real|food101] [--new-share 0.1] [--train-steps 3]
                                    [--rounds 3] [--no-training]
 
-The photos (bench/photo_mix.py: Food-101's 512x512, 512x384, 384x512, 512x341 and smaller photos, progressive
+The photos (tuneflow/dataset/photo_mix.py: Food-101's 512x512, 512x384, 384x512, 512x341 and smaller photos, progressive
 JPEGs, photos preparation re-encoded, PNGs and, in the `real` mix, 2 % phone photos; `food101` leaves the phone
 photos out) are generated once under data/bench/ and reused. It prints how many photos take each decode plan.
 Targets: our first epoch (the decoding pass into the disk cache included) at least 1.5x
@@ -27,9 +27,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
+from tuneflow.dataset.photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
 
 from tuneflow.dataset.sample import SAMPLE_CLASSES  # noqa: E402
 

@@ -14,7 +14,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from tuneflow.config import TrainingSettings
-from tuneflow.events import EpochFinished, Notice, Output, Progress, ReceivedEvent, UnreadableEvent
+from tuneflow.events import Compiled, EpochFinished, Notice, Output, Progress, ReceivedEvent, UnreadableEvent
 from tuneflow.records import PreparedDataset, TrainedModel
 from tuneflow.training.worker import TrainingJob
 from tuneflow.training.process import describe_event, run_training_process
@@ -29,7 +29,7 @@ def log_event(logger: logging.Logger | logging.LoggerAdapter, event: ReceivedEve
         match event:
             case Output():
                 level = logging.DEBUG
-            case Notice() | UnreadableEvent():
+            case Notice() | UnreadableEvent() | Compiled(warning=True):
                 level = logging.WARNING
             case _:
                 level = logging.INFO

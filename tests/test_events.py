@@ -11,7 +11,7 @@ from typing import Annotated, Union, get_args, get_origin
 
 from tests.records import training_record
 from tuneflow.events import (
-    EpochFinished, Notice, Output, PhotosDecoded, PhotosDecoding, PhotosReused, Progress, Resumed,
+    Compiled, EpochFinished, Notice, Output, PhotosDecoded, PhotosDecoding, PhotosReused, Progress, Resumed,
     TrainingDone, TrainingEvent, TrainingStarted, UnreadableEvent, WaitingForWorkers, parse_event, read_event_line,
 )
 from tuneflow.tasks.train import log_event
@@ -33,6 +33,8 @@ ONE_OF_EACH = [
     PhotosDecoding(name="train", images=20, reused=4, step=2, done=10),
     PhotosDecoded(name="train", images=24, decoded=20, reused=4),
     TrainingDone(result=RESULT),
+    Compiled(phase="head", precision="mixed_bfloat16", xla_applied=False, warning=True,
+             reason="not applied when training across machines"),
 ]
 
 

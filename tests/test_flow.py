@@ -197,6 +197,11 @@ def test_accuracy_is_the_share_of_correct_predictions(two_runs):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert (predictions["predicted_class"] == np.array(["apple_pie", "pizza", "sashimi"])[probabilities.argmax(1)]).all()
     assert metrics["data"]["md5"] and metrics["data"]["source"].endswith("dataset.zip")
+    # What training applied, read back, not what was asked for: on this CPU precision=auto and jit_compile=auto
+    # give float32 without XLA; report.md says the same.
+    assert (metrics["training"]["precision"], metrics["training"]["xla_applied"]) == ("float32", False)
+    assert "precision float32 (requested auto); XLA not applied (requested auto: off on CPUs" in (
+        run_dir / "report.md").read_text()
 
 
 def test_predict_matches_the_evaluation_row(two_runs, capsys):

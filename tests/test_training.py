@@ -1,4 +1,5 @@
-"""Fine-tuning by the book: preprocessing and decoding, the two phases, saving, the GPU check."""
+"""Fine-tuning by the book: preprocessing and decoding, the two phases, saving. (The GPU check:
+tests/test_xla_and_precision.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from tests.records import TINY_TRAINING_KNOBS as TINY
 from tuneflow.config import TrainingSettings
 from tuneflow.training.model import ResNet50Preprocess, build_classifier, load_classifier, resnet50_preprocessing
 from tuneflow.training.checkpoints import TENSORBOARD_DIR
-from tuneflow.training.devices import choose_precision, compute_capabilities
 
 
 
@@ -134,46 +134,6 @@ def test_saved_model_predicts_like_the_trained_one_on_raw_pixels(two_phase_run):
     assert classes == result.classes == ["apple_pie", "pizza", "sashimi"]
     history = pd.read_csv(result.history_path)
     assert history["phase"].tolist() == ["head", "fine-tune"] and history["epoch"].tolist() == [1, 2]
-
-
-@pytest.mark.parametrize(
-    "requested,capabilities,expected",
-    [
-        ("auto", [], "float32"),  # the CPU
-        ("auto", [(6, 1)], "float32"),  # Pascal: no tensor cores, float16 only costs accuracy
-        ("auto", [(7, 0)], "mixed_float16"),
-        ("auto", [(9, 0), (8, 6)], "mixed_float16"),
-        ("auto", [(8, 0), (6, 0)], "float32"),  # the slowest GPU decides: all replicas train in one policy
-        ("auto", [(0, 0)], "float32"),  # TensorFlow reported no compute capability
-        ("float32", [(9, 0)], "float32"),  # an explicit choice is kept, on any device
-        ("mixed_float16", [], "mixed_float16"),
-        ("mixed_bfloat16", [(7, 5)], "mixed_bfloat16"),
-    ],
-)
-def test_auto_precision_is_mixed_float16_only_when_every_gpu_has_tensor_cores(requested, capabilities, expected):
-    assert choose_precision(requested, capabilities) == expected
-
-
-@pytest.mark.slow
-def test_gpu_check_reports_devices_precision_and_speed(capsys):
-    from tuneflow.cli import main
-
-    assert main(["gpu-check", "--image-size", "32", "--batch-size", "4", "--steps", "2"]) == 0
-    printed = capsys.readouterr().out
-    # What this machine has, asked of TensorFlow: the test holds on a CPU-only machine and on a GPU worker alike.
-    gpus = tf.config.list_physical_devices("GPU")
-    gpu_lines = [line.strip() for line in printed.splitlines() if line.strip().startswith("GPU: ")]
-    if gpus:
-        assert len(gpu_lines) == len(gpus), printed
-        for line, gpu in zip(gpu_lines, gpus):
-            capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-            assert f"(compute capability {capability})" in line, printed
-        assert "training devices: /device:GPU:0" in printed, printed
-    else:
-        assert gpu_lines == ["GPU: none found (training runs on the CPU)"], printed
-    assert f"precision: {choose_precision('auto', compute_capabilities(gpus))};" in printed, printed
-    speed = float(printed.split("batch 4: ")[1].split(" images/s")[0])
-    assert speed > 0
 
 
 def epoch_scalars(log_dir: Path, tag: str) -> dict[int, float]:

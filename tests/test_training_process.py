@@ -14,7 +14,7 @@ from tuneflow.training.process import TrainingFailed, run_training_process
 from tests.records import TINY_TRAINING_KNOBS as TINY
 from tests.records import head_only_training
 from tuneflow.config import TrainingSettings
-from tuneflow.events import EpochFinished, PhotosDecoded, PhotosDecoding, PhotosReused
+from tuneflow.events import Compiled, EpochFinished, PhotosDecoded, PhotosDecoding, PhotosReused
 from tuneflow.imaging.decoded_cache import cached_file_bytes
 from tuneflow.imaging.decoded_layout import CACHE_SUFFIX
 from tuneflow.training.model import load_classifier
@@ -108,3 +108,23 @@ def test_timeout_stops_the_training_process_and_a_second_run_prepares_nothing(pr
     assert len(photos) == 30
     for photo in photos:  # the same file on disk: nothing was extracted or copied for the second run
         assert os.path.samefile(first / "dataset" / photo, second / "dataset" / photo)
+
+
+@pytest.mark.slow
+def test_xla_requested_with_the_default_augmentation_really_compiles_and_is_recorded(
+    tiny_dataset, resnet50_weights_file, tmp_path
+):
+    """Flip and 20 % zoom as by default, XLA requested: the compiled model has jit_compile on, TensorFlow's own
+    log in train.log says XLA compiled the step, and trained.json records it (Keras' RandomZoom used to turn it
+    off while config.json and the report said "jit compile: True")."""
+    settings = head_only_training(resnet50_weights_file, epochs=1, jit_compile=True)
+    assert (settings.horizontal_flip, settings.zoom) == (TrainingSettings().horizontal_flip, TrainingSettings().zoom)
+    job = TrainingJob(dataset=tiny_dataset, settings=settings, weights_path=resnet50_weights_file, seed=0,
+                      run_dir=tmp_path)
+    events = []
+    result = run_training_process(job, events.append)
+    [compiled] = [event for event in events if isinstance(event, Compiled)]
+    assert compiled.xla_applied and not compiled.warning
+    assert "Compiled cluster using XLA" in (tmp_path / "train.log").read_text()
+    recorded = json.loads((tmp_path / "trained.json").read_text())
+    assert recorded["xla_applied"] is True and result.xla_applied and recorded["precision"] == "float32"

@@ -351,17 +351,29 @@ def command_runs(options: argparse.Namespace) -> int:
 
 
 def command_gpu_check(options: argparse.Namespace) -> int:
-    from tuneflow.training.gpu_check import describe, measure_training_speed
+    from tuneflow.training.gpu_check import describe, measure_input_pipeline, measure_training_speed
 
     try:
         settings = TrainingSettings(
             weights="none", image_size=options.image_size, batch_size=options.batch_size,
-            precision=options.precision, jit_compile=options.xla,
+            precision=options.precision, jit_compile=options.jit_compile,
         )
     except ValidationError as error:
         print(f"tuneflow gpu-check: {describe_validation_error(error)}", file=sys.stderr)
         return 2
-    print(describe(measure_training_speed(settings, steps=options.steps)))
+    if options.photos is not None and not Path(options.photos).is_dir():
+        print(f"tuneflow gpu-check: --photos {options.photos!r} is not a folder; give a prepared dataset "
+              "(data_root/runs/<run id>/dataset) or a folder of photos", file=sys.stderr)
+        return 2
+    speed = measure_training_speed(settings, steps=options.steps, trainable=options.trainable)
+    pipeline = None
+    if not options.no_pipeline:
+        try:
+            pipeline = measure_input_pipeline(settings, options.photos and Path(options.photos), options.photo_count)
+        except ValueError as error:
+            print(f"tuneflow gpu-check: {error}", file=sys.stderr)
+            return 2
+    print(describe(speed, pipeline))
     return 0
 
 
@@ -466,15 +478,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     gpu_check = commands.add_parser(
         "gpu-check",
-        help="print this worker's GPUs, the precision used and measured ResNet50 training images/s",
-        description="Run on a new GPU worker: lists the devices TensorFlow sees, the precision and distribution "
-        "strategy training would use, and times ResNet50 training steps on synthetic images.",
+        help="measure what limits this worker: the training step, the input pipeline, and which is slower",
+        description="Run on a new worker: lists the devices TensorFlow sees, times ResNet50 training steps on "
+        "synthetic images with the precision and XLA training would apply (both read back from the compiled "
+        "model: 'XLA: on' only when it really compiled), times the input pipeline on this machine's cores (first "
+        "epoch and later ones) on photos of a realistic mix or --photos, and says whether the worker is "
+        "input-bound or compute-bound and what to change.",
     )
     gpu_check.add_argument("--image-size", default="224", help="pixels per side. Default: 224.")
     gpu_check.add_argument("--batch-size", default="64", help="images per step. Default: 64.")
     gpu_check.add_argument("--steps", type=int, default=20, help="timed training steps. Default: 20.")
-    gpu_check.add_argument("--precision", default="auto", help="auto, float32, mixed_float16 or mixed_bfloat16. Default: auto.")
-    gpu_check.add_argument("--xla", action="store_true", help="compile the training step with XLA.")
+    gpu_check.add_argument("--precision", default="auto", help="auto, float32, mixed_float16 or mixed_bfloat16; "
+                           "auto: mixed_bfloat16 on compute capability 8.0+, mixed_float16 on 7.x, float32 "
+                           "elsewhere. Default: auto.")
+    gpu_check.add_argument("--jit-compile", default="auto", help="XLA: auto (on where a GPU trains, off on CPUs), "
+                           "true or false. Default: auto.")
+    gpu_check.add_argument("--trainable", choices=("all", "head"), default="all",
+                           help="time the fine-tune phase (every layer trainable) or the head phase. Default: all.")
+    gpu_check.add_argument("--photos", default=None, help="a prepared dataset or folder of photos to time the "
+                           "input pipeline on. Default: generated photos of a realistic mix.")
+    gpu_check.add_argument("--photo-count", type=int, default=250,
+                           help="how many photos to generate without --photos. Default: 250.")
+    gpu_check.add_argument("--no-pipeline", action="store_true", help="time the training step only.")
     gpu_check.set_defaults(handler=command_gpu_check)
 
     add_ops_parser(commands)

@@ -195,14 +195,27 @@ class TrainingSettings(BaseModel):
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classification layer.")
-    horizontal_flip: bool = Field(True, description="Augment by flipping training images left-right.")
-    zoom: float = Field(0.2, ge=0, lt=1, description="Augment by zooming training images in or out by up to this share.")
+    horizontal_flip: bool = Field(
+        True, description="Augment by flipping training images left-right (in the training model only, never saved)."
+    )
+    zoom: float = Field(
+        0.2, ge=0, lt=1,
+        description="Augment by zooming training images in or out by up to this share (reflected edges; in the "
+        "training model only, from ops XLA compiles, never saved).",
+    )
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
         "auto",
-        description="Numeric precision: 'auto' is mixed_float16 on GPUs that support it (compute capability 7.0+), "
-        "float32 elsewhere.",
+        description="Numeric precision: 'auto' is mixed_bfloat16 on GPUs of compute capability 8.0+ (A100, L4, "
+        "H100), mixed_float16 on 7.x (V100, T4), float32 on CPUs and older GPUs. The precision used is recorded "
+        "in trained.json and the report.",
     )
-    jit_compile: bool = Field(False, description="Compile training steps with XLA (often faster on GPUs).")
+    jit_compile: Literal["auto"] | bool = Field(
+        "auto",
+        description="Compile the training step with XLA: 'auto' turns it on where a GPU trains and off on CPUs "
+        "(3.3x slower there); true or false force it. Never applied across machines. Whether XLA was really "
+        "applied is read back from the compiled model, logged (a warning when requested but not applied) and "
+        "recorded in trained.json, metrics.json and the report.",
+    )
     # A training that hangs but stays alive keeps its run's heartbeats going: these bound it (the run fails, and
     # can be resumed from its last epoch). tuneflow.training.time_limit derives the limit and logs it.
     timeout_factor: float = Field(
@@ -237,6 +250,16 @@ class TrainingSettings(BaseModel):
         if size > 1024:
             raise ValueError(f"image_size {size} is larger than 1024 px; 224 is the usual choice for ResNet50")
         return size
+
+    @field_validator("jit_compile", mode="before")
+    @classmethod
+    def _auto_true_or_false(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text == "auto":
+            return value if isinstance(value, bool) else "auto"
+        if text in {"true", "false"}:
+            return text == "true"
+        raise ValueError(f"jit_compile {value!r}: give auto (XLA where a GPU trains), true or false")
 
     @field_validator("unfreeze")
     @classmethod

@@ -55,6 +55,18 @@ class Notice(Event):
     message: str
 
 
+class Compiled(Event):
+    """A phase's training step was compiled: the precision it runs in and whether XLA compiles it, read back from
+    the compiled model, and why."""
+
+    event: Literal["compiled"] = "compiled"
+    phase: str
+    precision: str
+    xla_applied: bool
+    reason: str
+    warning: bool  # XLA was wanted (asked for, or auto where a GPU trains) and is not applied: logged as a warning
+
+
 class WaitingForWorkers(Event):
     """TF_CONFIG names several machines; creating the strategy blocks until all of them have connected."""
 
@@ -135,7 +147,7 @@ class TrainingDone(Event):
 # The decoded store's events share one kind, "cache", told apart by their state.
 DecodedStoreEvent = Annotated[Union[PhotosReused, PhotosDecoding, PhotosDecoded], Field(discriminator="state")]
 TrainingEvent = Annotated[
-    Union[TrainingStarted, Notice, WaitingForWorkers, Resumed, Progress, EpochFinished, DecodedStoreEvent,
+    Union[TrainingStarted, Notice, Compiled, WaitingForWorkers, Resumed, Progress, EpochFinished, DecodedStoreEvent,
           TrainingDone],
     Field(discriminator="event"),
 ]

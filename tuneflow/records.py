@@ -59,7 +59,12 @@ class TrainedModel(BaseModel):
     train_images_per_second: float
     devices: list[str]
     replicas: int
-    precision: str
+    precision: str = Field(description="The Keras dtype policy training used (what precision=auto chose).")
+    xla_applied: bool | None = Field(
+        None, description="Whether XLA compiled the training step, read back from the compiled model; None in "
+        "records written before it was."
+    )
+    xla_reason: str = Field("", description="Why XLA was or was not applied.")
 
 
 class EvalResult(BaseModel):

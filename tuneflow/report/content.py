@@ -62,9 +62,15 @@ def make_thumbnails(rows: pd.DataFrame, dataset_root: Path, with_classes: bool) 
 
 
 def training_summary(config: RetrainConfig, trained: TrainedModel) -> dict:
-    """The settings and timings a reader compares between runs: every field of the training record but paths."""
+    """The settings and timings a reader compares between runs: every field of the training record but paths,
+    the precision and XLA requested beside what was applied."""
+    requested = config.training.model_dump(mode="json")
+    # What was asked for beside what training used (the record's precision, xla_applied): they differ by design
+    # (precision=auto) or because a request could not be honoured.
+    requested["precision_requested"] = requested.pop("precision")
+    requested["jit_compile_requested"] = requested.pop("jit_compile")
     return {
-        **config.training.model_dump(mode="json"),
+        **requested,
         "seed": config.seed,
         "val_fraction": config.data.val_fraction,
         **trained.model_dump(mode="json", exclude={"model_path", "history_path", "classes"}),

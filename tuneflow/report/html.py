@@ -26,6 +26,7 @@ from tuneflow.formatting import byte_size, number, percent, points
 from tuneflow.records import PreparedDataset
 from tuneflow.report.fonts import numbered_classes
 from tuneflow.evaluation.metrics import Metrics, worst_first
+from tuneflow.report.text import training_setup_text
 from tuneflow.registry.promotion import PromotionDecision
 
 # Above the table of the classes the figures call by number (tuneflow.report.fonts), in every report.
@@ -289,5 +290,6 @@ def render_html(content: ReportContent) -> str:
         preparation=record_rows(content.dataset, skip={"classes", "counts"}),
         history=history_table(content.history),
         settings=[(name.replace("_", " "), field_text(value)) for name, value in content.training.items()],
+        training_setup=training_setup_text(content.training),
         config_json=json.dumps(content.config, indent=2),
     )

@@ -17,7 +17,7 @@ from tuneflow.formatting import UNDEFINED, percent, points
 from tuneflow.report.fonts import numbered_classes
 from tuneflow.report.plots import BEST_BARS, WORST_BARS, bar_rows
 from tuneflow.report.html import NUMBERED_CLASSES_NOTE, ReportContent, findings, headline_top_k, label
-from tuneflow.report.text import escape, table
+from tuneflow.report.text import escape, table, training_setup_text
 from tuneflow.evaluation.metrics import Metrics, worst_first
 from tuneflow.registry.promotion import PromotionDecision
 from tuneflow.records import PreparedDataset
@@ -214,6 +214,8 @@ def render_summary_markdown(
         *mistakes,
         "## Training",
         "",
+        escape(training_setup_text(content.training)),
+        "",
         *image_markdown(figures.get("curves"), "training curves"),
         "## Across retrainings",
         "",
@@ -278,6 +280,8 @@ def render_markdown(content: ReportContent, figure_files: dict[str, str]) -> str
         "",
         *image_markdown(figure_files.get("calibration"), "reliability diagram"),
         "## Training",
+        "",
+        escape(training_setup_text(content.training)),
         "",
         *image_markdown(figure_files.get("curves"), "training curves"),
         history_markdown(content.history),

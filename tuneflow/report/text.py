@@ -77,3 +77,13 @@ def code(text: object) -> str:
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def training_setup_text(training: dict) -> str:
+    """One sentence on how the model was trained: devices, the precision used and whether XLA really compiled
+    the training step (read back from the compiled model), from the report's training summary."""
+    xla = {True: "applied", False: "not applied"}.get(training.get("xla_applied"), "not recorded")
+    reason = f": {training['xla_reason']}" if training.get("xla_reason") else ""  # why, e.g. "off on CPUs"
+    return (f"Trained on {', '.join(training['devices'])} ({training['replicas']} replica(s)), precision "
+            f"{training['precision']} (requested {training.get('precision_requested', UNDEFINED)}); XLA {xla} "
+            f"(requested {training.get('jit_compile_requested', UNDEFINED)}{reason}).")

@@ -22,7 +22,7 @@ import keras
 
 from tuneflow.atomic_files import write_json_atomically
 from tuneflow.config import TrainingSettings
-from tuneflow.events import Emit, Notice, PlannedPhase, Resumed, TrainingStarted
+from tuneflow.events import Compiled, Emit, PlannedPhase, Resumed, TrainingStarted
 from tuneflow.imaging.pipeline import list_split, make_input_pipeline
 from tuneflow.records import PreparedDataset, TrainedModel
 from tuneflow.storage import RUN_CACHE_FOLDER, RUN_CHECKPOINTS_FOLDER, RUN_WORKERS_FOLDER
@@ -35,7 +35,13 @@ from tuneflow.training.checkpoints import (
     tensorboard_logs,
     truncate_history,
 )
-from tuneflow.training.devices import cluster_size, configure_devices, read_tf_config
+from tuneflow.training.devices import (
+    applied_jit_compile,
+    choose_jit_compile,
+    cluster_size,
+    configure_devices,
+    read_tf_config,
+)
 from tuneflow.training.model import build_classifier, save_classifier
 from tuneflow.training.phases import make_optimizer, plan_phases, set_trainable_stages
 
@@ -112,9 +118,8 @@ def train_classifier(
         phases=[PlannedPhase(name=phase.name, first_epoch=phase.first_epoch, epochs=phase.epochs) for phase in phases],
     ))
 
-    if across_machines and settings.jit_compile:
-        emit(Notice(message="jit_compile is not applied when training across machines: the custom training loop "
-                    "runs its steps as plain tf.functions"))
+    jit = choose_jit_compile(settings.jit_compile, setup.gpus, across_machines)
+    xla_applied, xla_reason = False, jit.reason
     started = time.perf_counter()
     for phase in phases:
         if epochs_done >= phase.end_epoch:
@@ -126,12 +131,15 @@ def train_classifier(
                 optimizer=make_optimizer(settings, phase.learning_rate, steps_per_epoch * phase.epochs),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
                 metrics=["accuracy"],
-                jit_compile=settings.jit_compile,
+                jit_compile=jit.wanted,
             )
             # Built here, eagerly: left to fit(), the optimizer creates its slot variables inside the traced train
             # step, where each of ResNet50's ~430 costs ~20 ms: 10 of the 38 s the first step took on a 2-core CPU.
             # A resumed run needs them built anyway to restore the checkpoint's optimizer state into.
             model.optimizer.build(model.trainable_variables)
+        xla_applied, xla_reason = applied_jit_compile(model, jit, across_machines)
+        emit(Compiled(phase=phase.name, precision=setup.precision, xla_applied=xla_applied, reason=xla_reason,
+                      warning=(jit.wanted or jit.warning) and not xla_applied))
         if epochs_done > phase.first_epoch or (epochs_done == phase.first_epoch and epochs_done == resumed_from > 0):
             # Mid-phase this restores the optimizer too; at a phase boundary Keras skips the old optimizer's
             # state (it has other variables) and the new phase starts its optimizer afresh, as uninterrupted.
@@ -176,6 +184,8 @@ def train_classifier(
         devices=setup.devices,
         replicas=setup.replicas,
         precision=setup.precision,
+        xla_applied=xla_applied,
+        xla_reason=xla_reason,
     )
     write_json_atomically(work_dir / RESULT_FILE, result.model_dump(mode="json"))
     return result

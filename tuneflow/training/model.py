@@ -14,6 +14,8 @@ import numpy as np
 
 from tuneflow.atomic_files import atomic_destination, write_json_atomically
 
+from tuneflow.training.augmentation import FlipAndZoom
+
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
@@ -21,8 +23,9 @@ SCRATCH_BATCHNORM_MOMENTUM = 0.9
 
 # caffe-style preprocessing, what ResNet50's ImageNet weights expect: BGR channel order, ImageNet means subtracted.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-# Training-time augmentation layers: the training model has them, the saved (inference) model does not.
-AUGMENTATION_LAYERS = (keras.layers.RandomFlip, keras.layers.RandomZoom)
+# Training-time augmentation layers: the training model has them, the saved (inference) model does not. Keras'
+# RandomFlip and RandomZoom are what versions saved before FlipAndZoom (which XLA can compile) hold.
+AUGMENTATION_LAYERS = (FlipAndZoom, keras.layers.RandomFlip, keras.layers.RandomZoom)
 
 
 @keras.saving.register_keras_serializable(package="tuneflow")
@@ -70,12 +73,11 @@ def build_classifier(
     `inference_model` is what gets saved.
     """
     inputs = keras.Input(shape=(image_size, image_size, 3), name="rgb_pixels_0_255")
-    # The notebook's augmentation (horizontal flip, 20 % zoom), as layers: active in fit(), idle in predict().
+    # The notebook's augmentation (horizontal flip, 20 % zoom): active in fit(), idle in predict(), and compiled
+    # by XLA with the rest of the training step (Keras' RandomZoom would turn XLA off for the whole model).
     x = inputs
-    if horizontal_flip:
-        x = keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(x)
-    if zoom > 0:
-        x = keras.layers.RandomZoom(zoom, seed=seed, name="augment_zoom")(x)
+    if horizontal_flip or zoom > 0:
+        x = FlipAndZoom(horizontal_flip, zoom, seed=seed, name="augment")(x)
     x = resnet50_preprocessing(x)
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     if weights_path is not None:
@@ -108,9 +110,11 @@ def build_classifier(
 def inference_model(model: keras.Model) -> keras.Model:
     """The classifier without its augmentation layers: the same layers and weights, what model.keras holds.
 
-    Keras' augmentation layers augment whenever they are called without training=False, and an export's serving
-    function calls them without it: a SavedModel of the training model flipped and zoomed every photo it served,
-    and ONNX has no such random ops at all. In predict() they are idle, so predictions are the same.
+    Augmentation layers augment whenever they are called without training=False, and an export's serving
+    function may call them without it: a SavedModel of the training model flipped and zoomed every photo it
+    served, and ONNX has no such random ops at all. In predict() they are idle, so predictions are the same.
+    Leaving the layer out also keeps model.keras loadable by plain Keras (FlipAndZoom is tuneflow's), and strips
+    Keras' RandomFlip and RandomZoom from versions saved before FlipAndZoom replaced them.
     """
 
     def skip_augmentation(layer, *args, **kwargs):

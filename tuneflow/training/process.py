@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tuneflow.child_process import child_environment, python_module_command, stop_process_group
 from tuneflow.events import (
-    EpochFinished, Notice, Output, PhotosDecoded, PhotosDecoding, PhotosReused, ReceivedEvent, Resumed,
+    Compiled, EpochFinished, Notice, Output, PhotosDecoded, PhotosDecoding, PhotosReused, ReceivedEvent, Resumed,
     TimeLimitChanged, TrainingDone, TrainingStarted, UnreadableEvent, WaitingForWorkers, read_event_line,
 )
 from tuneflow.records import TrainedModel
@@ -61,7 +61,8 @@ def run_training_process(
             stdout=subprocess.PIPE,
             stderr=log,
             start_new_session=True,  # its own process group, so stopping it stops anything it started
-            env=child_environment(env),
+            # TensorFlow's INFO lines in train.log: "Compiled cluster using XLA" there is the proof XLA really ran.
+            env=child_environment({"TF_CPP_MIN_LOG_LEVEL": "0", **(env or {})}),
             text=True,
         )
     (run_dir / PID_FILE).write_text(f"{process.pid}\n")
@@ -142,6 +143,9 @@ def describe_event(event: ReceivedEvent) -> str | None:
                 if (value := getattr(event, key)) is not None
             )
             return f"{event.phase} epoch {event.epoch}/{event.total_epochs}: {metrics} ({event.seconds:.1f} s)"
+        case Compiled():
+            xla = "XLA applied" if event.xla_applied else "XLA not applied"
+            return f"{event.phase} phase compiled: {xla} ({event.reason}); precision {event.precision}"
         case Resumed():
             return f"restored the checkpoint after epoch {event.epochs_done} (phase {event.phase})"
         case PhotosReused():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tuneflow.cli import CONFIG_SECTIONS, NESTED_FIELDS, main
+from tuneflow.cli import main
+from tuneflow.cli.config_options import CONFIG_SECTIONS, NESTED_FIELDS
 from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, TrainingSettings
 
 
@@ -74,7 +75,7 @@ def test_cli_builds_the_nested_config_from_options(monkeypatch, tmp_path):
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr("tuneflow.cli.run_retrain", fake_run)
+    monkeypatch.setattr("tuneflow.cli.commands.run_retrain", fake_run)
     with pytest.raises(SystemExit):
         main(["retrain", "--source", "a.zip", "--classes", "pizza,sashimi", "--epochs", "3", "--weights", "none",
               "--val-fraction", "0.25", "--data-root", str(tmp_path), "--exclude-classes", "testpile, stray,"])
@@ -94,7 +95,7 @@ def test_cli_promotion_options(monkeypatch):
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr("tuneflow.cli.run_retrain", fake_run)
+    monkeypatch.setattr("tuneflow.cli.commands.run_retrain", fake_run)
     with pytest.raises(SystemExit):
         main(["retrain", "--source", "a.zip", "--margin", "0.02", "--force"])
     assert seen["config"].promotion.margin == 0.02 and seen["config"].promotion.force is True
@@ -121,7 +122,8 @@ def test_help_for_retrain_lists_every_setting():
 
 
 def test_a_setting_on_by_default_can_be_turned_off():
-    from tuneflow.cli import build_parser, config_from_options
+    from tuneflow.cli import build_parser
+    from tuneflow.cli.config_options import config_from_options
 
     options = build_parser().parse_args(["retrain", "--source", "x.zip", "--no-horizontal-flip", "--no-reuse-prepared"])
     config = config_from_options(options)

@@ -134,7 +134,7 @@ def test_the_code_map_names_every_module_and_subpackage(folder, name):
     if folder != "tuneflow":
         # Named in its folder's paragraph: the line that starts with the folder, and the lines indented under it.
         entry = folder.removeprefix("tuneflow/").split("/")[-1] + "/"
-        block = re.search(rf"^.*(?<![\w/]){re.escape(entry)}.*(?:\n\s{{6,}}\S.*)*", text, re.MULTILINE)
+        block = re.search(rf"^.*(?:(?<![\w/])|(?<=^tuneflow/)){re.escape(entry)}.*(?:\n\s{{6,}}\S.*)*", text, re.MULTILINE)
         assert block and re.search(rf"\b{re.escape(name)}\b", block.group(0)), f"{folder}/{name} not under {entry}"
 
 

@@ -90,7 +90,7 @@ def test_cli_takes_drive_options_into_the_config(tmp_path, monkeypatch):
         seen.append(config)
         return SimpleNamespace(accuracy=1.0, html_report_path=tmp_path / "report.html", promoted=False, promotion_reason="test")
 
-    monkeypatch.setattr("tuneflow.cli.run_retrain", record_instead_of_running)
+    monkeypatch.setattr("tuneflow.cli.commands.run_retrain", record_instead_of_running)
     args = ["retrain", "--source", f"drive://{FILE_ID}", "--key-file", str(key), "--http-timeout-s", "30", "--chunk-mib", "8"]
     assert main(args) == 0
     config = seen[0]

@@ -82,7 +82,7 @@ def test_the_source_tree_keeps_both_contracts(tmp_path):
             "tuneflow.imaging is not allowed to import tuneflow.fetch",
         ),
         (
-            "tuneflow/config.py",
+            "tuneflow/config/__init__.py",
             "from tuneflow.report.text import escape",
             LAYERS_CONTRACT,
             "is not allowed to import tuneflow.report",

@@ -276,7 +276,8 @@ def promote_trained_model(
                 "promoted": promoted,
                 "archive": archive.model_dump(mode="json", exclude={"path"}) if archive else None,
             }
-            version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos)
+            version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos,
+                                        notify)
         serving_version_dir = None
         if promoted:
             staged = (stage_serving_version(version_dir, version, data_root, serving)

@@ -81,9 +81,11 @@ def role_of(process, flow_pid: int) -> str:
     command = " ".join(process.cmdline())
     if "tuneflow.training.worker" in command:
         return "training process"
+    if "tuneflow.dataset.extract" in command:
+        return "extraction helpers"
     if "uvicorn" in command or "prefect" in command and "server" in command:
         return "Prefect server"
-    return f"other ({process.name()})"
+    return f"other ({command[:60]})"
 
 
 def high_water_mb(pid: int) -> float:
@@ -217,11 +219,14 @@ def print_report(small: dict, large: dict) -> bool:
           f"{PEAK_RATIO_TARGET}x and < {PEAK_MB_TARGET} MB")
     ok = True
     for role in sorted(set(small["peaks"]) | set(large["peaks"])):
-        before, after = small["peaks"].get(role, 0.0), large["peaks"].get(role, 0.0)
-        ratio = after / before if before else float("inf")
-        fine = ratio <= PEAK_RATIO_TARGET and after < PEAK_MB_TARGET
+        before, after = small["peaks"].get(role), large["peaks"].get(role, 0.0)
+        # A process that lived less than a sampling interval in the small case has no peak to compare with.
+        ratio = f"{after / before:>7.2f}x" if before else "      -"
+        fine = (not before or after / before <= PEAK_RATIO_TARGET) and after < PEAK_MB_TARGET
         ok &= fine
-        print(f"{role:28}{before:>10.0f}{after:>10.0f}{ratio:>7.2f}x  {'OK' if fine else 'MISSED'}")
+        print(f"{role:28}{before or 0:>10.0f}{after:>10.0f}{ratio}  {'OK' if fine else 'MISSED'}"
+              + ("" if before else f"   (not seen at {small['classes']} classes: gone within "
+                 f"{SAMPLE_SECONDS} s; under {PEAK_MB_TARGET} MB checked)"))
 
     print(f"\n{'disk MB':28}{small['classes']:>10}{large['classes']:>10}{'per photo KB':>14}")
     rows = [*large["disk"], "total under data_root", "archive (outside data_root)", "checkpoints, peak in training"]

@@ -36,8 +36,9 @@ from tuneflow.dataset.sample import SAMPLE_CLASSES  # noqa: E402
 
 IMAGE_SIZE = 224
 BATCH = 32
-# (first epoch, later epochs) against keras: a first run, and a weekly retrain that decodes only its new photos.
-TARGETS = {"cold": (1.0, 10.0), "weekly": (2.0, 10.0)}
+# (first epoch, later epochs) against keras: a first run, and the first epoch of a weekly retrain, which decodes
+# only its new photos (its later epochs are a first run's: every photo read from the store).
+TARGETS = {"cold": (1.0, 10.0), "weekly": (2.0, None)}
 
 
 def evict_from_page_cache(folder: Path) -> None:
@@ -137,8 +138,11 @@ def main() -> None:
               f"{best[row][0] / best['keras'][0]:>12.2f}x{best[row][1] / best['keras'][1]:>12.1f}x")
     for row, (first_target, later_target) in TARGETS.items():
         first, later = (best[row][epoch] / best["keras"][epoch] for epoch in (0, 1))
-        print(f"{rows[row]}: first epoch {first:.2f}x (target {first_target:.1f}x), later epochs {later:.1f}x "
-              f"(target {later_target:.0f}x): {'OK' if first >= first_target and later >= later_target else 'MISSED'}")
+        verdicts = [f"first epoch {first:.2f}x (target {first_target:.1f}x): {'OK' if first >= first_target else 'MISSED'}"]
+        if later_target is not None:
+            verdicts.append(f"later epochs {later:.1f}x (target {later_target:.0f}x): "
+                            f"{'OK' if later >= later_target else 'MISSED'}")
+        print(f"{rows[row]}: {'; '.join(verdicts)}")
 
     if options.no_training:
         return

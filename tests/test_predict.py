@@ -223,7 +223,7 @@ def test_evaluation_through_the_decoded_store_gives_the_per_photo_probabilities(
     per-photo path, which `tuneflow predict` still takes."""
     import tuneflow.training.model
     from tuneflow.evaluation.evaluate import predict_prepared
-    from tuneflow.imaging.decoding import plan_decode_of_file
+    from tuneflow.imaging.decoding import plan_decodes, read_image_header
 
     model, classes = tuneflow.training.model.load_classifier(tiny_model)
     shapes = [(512, 384, "JPEG"), (384, 512, "JPEG"), (512, 341, "JPEG"), (200, 150, "JPEG"), (60, 40, "JPEG"),
@@ -236,7 +236,7 @@ def test_evaluation_through_the_decoded_store_gives_the_per_photo_probabilities(
         (tmp_path / "dataset" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(coarse).resize((width, height), Image.BILINEAR).save(tmp_path / "dataset" / name, fmt)
         names.append(name)
-    plans = {plan_decode_of_file(str(tmp_path / "dataset" / name), 32) for name in names}
+    plans = set(plan_decodes([read_image_header(str(tmp_path / "dataset" / name)) for name in names], 32))
     assert {(plan.ratio, plan.resize) for plan in plans} >= {(8, "antialias"), (4, "bilinear"), (1, "area"),
                                                              (1, "bilinear")}
 

@@ -62,6 +62,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/augmentation_bench.py
 	$(BIN)/python bench/model_step.py $(MODEL_STEP_OPTIONS)
 	$(BIN)/python bench/training_bench.py
+	$(BIN)/python bench/training_bench.py --mix food101-real --no-training
 	$(BIN)/python bench/decode_floor.py
 	$(BIN)/python bench/compare_recipes.py
 	$(BIN)/python bench/drive_download.py

@@ -13,7 +13,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test,bench]'
 	touch $@
 
 install: $(INSTALLED)
@@ -62,11 +62,14 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/augmentation_bench.py
 	$(BIN)/python bench/model_step.py $(MODEL_STEP_OPTIONS)
 	$(BIN)/python bench/training_bench.py
+	$(BIN)/python bench/training_bench.py --mix food101-real --no-training
 	$(BIN)/python bench/decode_floor.py
 	$(BIN)/python bench/compare_recipes.py
 	$(BIN)/python bench/drive_download.py
 	$(BIN)/python bench/prepare_bench.py
 	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/evaluation_bench.py
+	$(BIN)/python bench/food101_run.py
 
 # A local Prefect server, the work pools, alerts and automations of ops/ (`tuneflow ops apply`; alerts go to
 # TUNEFLOW_ALERT_URL), the deployments of prefect.yaml and a worker per pool; prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See docs/operations.md.

@@ -20,13 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuneflow.dataset.photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
+from tuneflow.dataset.photo_mix import MIXES, write_photo_mix  # noqa: E402
 
 from tuneflow.dataset.sample import SAMPLE_CLASSES  # noqa: E402
 
 IMAGE_SIZE = 224
 BATCH = 32
-MIXES = {"real": REAL_PHOTO_MIX, "food101": FOOD101_PHOTO_MIX}
 
 
 def main() -> None:

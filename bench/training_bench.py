@@ -1,14 +1,16 @@
 """Benchmark (not a test): our tf.data input pipeline against keras.utils.image_dataset_from_directory on photos
 with the sizes and encodings of a real photo set, and ResNet50 training speed per phase, side by side in one run.
 
-    python bench/training_bench.py [--images 2000] [--mix real|food101] [--new-share 0.1] [--train-steps 3]
-                                   [--rounds 3] [--no-training]
+    python bench/training_bench.py [--images 2000] [--mix real|food101|food101-real] [--new-share 0.1]
+                                   [--train-steps 3] [--rounds 3] [--no-training]
 
-The photos (tuneflow/dataset/photo_mix.py: Food-101's 512x512, 512x384, 384x512, 512x341 and smaller photos, progressive
-JPEGs, photos preparation re-encoded, PNGs and, in the `real` mix, 2 % phone photos; `food101` leaves the phone
-photos out) are generated once under data/bench/ and reused. It prints how many photos take each decode plan.
-Targets: our first epoch (the decoding pass into the disk cache included) at least 1.5x
-image_dataset_from_directory's on the real mix, later epochs at least 10x. Two rows of ours: nothing decoded
+The photos (tuneflow/dataset/photo_mix.py: Food-101's 512x512, 512x384, 384x512, 512x341 and smaller photos,
+progressive JPEGs, photos preparation re-encoded, PNGs and, in the `real` mix, 2 % phone photos; `food101` leaves the phone
+photos out; `food101-real` follows the shapes, chroma subsampling and file sizes measured on real Food-101
+photos) are generated once under data/bench/ and reused. It prints their file-size percentiles and chroma
+subsampling, and how many photos take each decode plan. Targets, against image_dataset_from_directory: a first
+run's first epoch (the decoding pass into the disk cache included) at least 1.0x, later epochs at least 10x, a
+weekly retrain's first epoch at least 2x. Two rows of ours: nothing decoded
 before (a first run), and a weekly retrain, whose store (data_root/cache/decoded/) holds last week's decoded
 photos, all but `--new-share` of them, dropped from the page cache first so they are read back from disk. CPU
 milliseconds per photo are printed beside the wall-clock rates: they move less when something else runs on the
@@ -28,13 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuneflow.dataset.photo_mix import FOOD101_PHOTO_MIX, REAL_PHOTO_MIX, write_photo_mix  # noqa: E402
+from tuneflow.dataset.photo_mix import MIXES, describe_photos, write_photo_mix  # noqa: E402
 
 from tuneflow.dataset.sample import SAMPLE_CLASSES  # noqa: E402
 
 IMAGE_SIZE = 224
 BATCH = 32
-MIXES = {"real": REAL_PHOTO_MIX, "food101": FOOD101_PHOTO_MIX}
+# (first epoch, later epochs) against keras: a first run, and the first epoch of a weekly retrain, which decodes
+# only its new photos (its later epochs are a first run's: every photo read from the store).
+TARGETS = {"cold": (1.0, 10.0), "weekly": (2.0, None)}
 
 
 def evict_from_page_cache(folder: Path) -> None:
@@ -88,6 +92,7 @@ def main() -> None:
     classes = list(SAMPLE_CLASSES)
     paths, labels = list_split(root, "train", classes)
     count = len(paths)
+    print(describe_photos(paths))
     plans = Counter(plan_decodes([read_image_header(path) for path in paths], IMAGE_SIZE))
     print(f"\ndecode plans at {IMAGE_SIZE} px (share of photos):")
     for plan, number in plans.most_common():
@@ -131,10 +136,13 @@ def main() -> None:
     for row, label in rows.items():
         print(f"{label:38}{best[row][0]:>9.0f}{best[row][1]:>9.0f}{cpu[row][0]:>10.2f}{cpu[row][1]:>10.3f}"
               f"{best[row][0] / best['keras'][0]:>12.2f}x{best[row][1] / best['keras'][1]:>12.1f}x")
-    for row in ("cold", "weekly"):
+    for row, (first_target, later_target) in TARGETS.items():
         first, later = (best[row][epoch] / best["keras"][epoch] for epoch in (0, 1))
-        print(f"{rows[row]}: first epoch {first:.2f}x (target 1.5x), later epochs {later:.1f}x (target 10x): "
-              f"{'OK' if first >= 1.5 and later >= 10 else 'MISSED'}")
+        verdicts = [f"first epoch {first:.2f}x (target {first_target:.1f}x): {'OK' if first >= first_target else 'MISSED'}"]
+        if later_target is not None:
+            verdicts.append(f"later epochs {later:.1f}x (target {later_target:.0f}x): "
+                            f"{'OK' if later >= later_target else 'MISSED'}")
+        print(f"{rows[row]}: {'; '.join(verdicts)}")
 
     if options.no_training:
         return

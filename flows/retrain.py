@@ -74,9 +74,9 @@ def retrain(
     dataset = prepare(archive.path, run_dir / RUN_DATASET_FOLDER, config.data, config.seed, prepared_cache, archive.md5)
     decoded_store = config.data_root / DECODED_CACHE if config.storage.keep_decoded_photos else None
     trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir, decoded_store)
-    evaluation = evaluate_model(trained, dataset, archive, run_dir)
+    evaluation = evaluate_model(trained, dataset, archive, run_dir, decoded_store)
     decision = promote(trained, evaluation, dataset, config.promotion, config.serving, config.data_root, run_dir,
-                       archive)
+                       archive, decoded_store)
     report = write_report(run_dir, config, archive, dataset, trained, evaluation, decision)
     prune_runs(config.data_root, config.storage.keep_runs)
 

@@ -13,7 +13,8 @@ from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
 @task(name="evaluate-model")
 def evaluate_model(
-    trained: TrainedModel, dataset: PreparedDataset, archive: FetchedArchive, run_dir: Path
+    trained: TrainedModel, dataset: PreparedDataset, archive: FetchedArchive, run_dir: Path,
+    decoded_store: Path | None = None,
 ) -> EvalResult:
     """Predict the validation images with the saved model and compute the metrics from those predictions."""
-    return evaluate_trained_model(trained, dataset, archive, run_dir)
+    return evaluate_trained_model(trained, dataset, archive, run_dir, decoded_store)

@@ -24,12 +24,13 @@ def promote(
     data_root: Path,
     run_dir: Path,
     archive: FetchedArchive,
+    decoded_store: Path | None = None,
 ) -> PromotionDecision:
     """Keep the new model as a version and make it current if it beats the model in use on photos it never saw;
     export a model put into use for TF Serving, and announce it (tuneflow.model.promoted)."""
     logger = get_run_logger()
     decision = promote_trained_model(trained, evaluation, dataset, settings, serving, data_root, run_dir, archive,
-                                     logger.info)
+                                     logger.info, decoded_store)
     logger.info(decision.summary)
     if (event := promotion_event(decision)) is not None:
         # Queued for the server, where the model-promoted automation alerts; the run's own resources (flow run,

@@ -435,7 +435,8 @@ def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == [1] and history["phase"].tolist() == ["head"]
     assert (run_dir / "train.log").is_file()
-    assert json.loads((run_dir / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
+    # Checkpoints are only for resuming: a finished run gave them back at its prune step.
+    assert not (run_dir / "checkpoints").exists()
 
 
 def test_each_promotion_adds_a_serving_version_and_a_kept_model_none(two_runs):
@@ -458,7 +459,7 @@ def test_each_promotion_adds_a_serving_version_and_a_kept_model_none(two_runs):
 
 def test_runs_link_their_photos_from_the_prepared_cache_and_apply_retention(two_runs, on_drive):
     """On by default: each run's dataset is hard links to data_root/cache/prepared/<key>/, and each run ends by
-    applying storage.keep_runs (3: two runs keep everything)."""
+    applying storage.keep_runs (3: two runs keep everything but their checkpoints, which only resuming needs)."""
     data_root = on_drive.config.data_root
     for run in two_runs:
         record = json.loads((run.run_dir / "dataset" / "prepared.json").read_text())
@@ -467,7 +468,9 @@ def test_runs_link_their_photos_from_the_prepared_cache_and_apply_retention(two_
         photo = next((run.run_dir / "dataset" / "train").rglob("*.jpg"))
         assert photo.stat().st_nlink == 2 and (entry / "dataset" / photo.relative_to(run.run_dir / "dataset")).samefile(photo)
         assert (run.run_dir / "dataset").is_dir() and not (run.run_dir / "pruned.json").exists()
-    assert any("retention (storage.keep_runs=3): nothing to remove" in line for line in on_drive.logs.lines)
+    run_id = two_runs[1].run_dir.name
+    assert any(f"retention (storage.keep_runs=3): freed" in line and f"runs/{run_id}/checkpoints" in line
+               for line in on_drive.logs.lines)
 
 
 def test_the_second_run_decodes_only_the_photos_the_first_did_not_have(two_runs, on_drive):

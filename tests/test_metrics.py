@@ -25,11 +25,8 @@ ROWS = [
 def hand_made_table() -> pd.DataFrame:
     import numpy as np
 
-    table = predictions_table([f"val/{true}/{i}.jpg" for i, (true, _) in enumerate(ROWS)],
-                              np.array([p for _, p in ROWS]), CLASSES)
-    table.insert(1, "true_class", [true for true, _ in ROWS])
-    table.insert(4, "correct", table["true_class"] == table["predicted_class"])
-    return table
+    return predictions_table([f"val/{true}/{i}.jpg" for i, (true, _) in enumerate(ROWS)],
+                             np.array([p for _, p in ROWS]), CLASSES, [true for true, _ in ROWS])
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +42,26 @@ def test_table_has_the_predicted_class_and_top_k_columns():
         "pizza", "tiramisu", "apple_pie", "sashimi"]
     assert table.loc[7, "top2_probability"] == pytest.approx(0.40)
     assert "top5_class" not in table  # only 4 classes
+
+
+def test_a_table_of_101_classes_is_built_without_pandas_fragmentation_warnings():
+    """Food-101's 101 p_<class> columns added one by one made pandas warn "DataFrame is highly fragmented" at every
+    evaluation (and copy the frame each time); the table is built from all its columns at once."""
+    import warnings
+
+    import numpy as np
+
+    classes = [f"class_{index:03d}" for index in range(101)]
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(101), size=40).astype("float32")
+    truth = [classes[index % 101] for index in range(40)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = predictions_table([f"val/{name}/{i}.jpg" for i, name in enumerate(truth)], probabilities, classes,
+                                  truth)
+        metrics = compute_metrics(table, classes)
+    assert list(table.columns[:5]) == ["path", "true_class", "predicted_class", "confidence", "correct"]
+    assert table.shape == (40, 5 + 2 * 5 + 101)
+    assert metrics.num_correct == int((probabilities.argmax(axis=1) == np.arange(40) % 101).sum())
 
 
 def test_accuracy_and_top_k(metrics):

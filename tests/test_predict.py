@@ -217,6 +217,39 @@ def test_prepared_photos_decode_exactly_as_training_decodes_them(tiny_dataset):
         assert np.array_equal(decode_or_reason(encoded, 32), decode_ignoring_exif(encoded)), file
 
 
+def test_evaluation_through_the_decoded_store_gives_the_per_photo_probabilities(tiny_model, tmp_path):
+    """Evaluation reads photos as training does (decoded in parallel into the decoded store, read back batched)
+    where it decoded them one by one in Python: at every decode plan the probabilities stay those of the
+    per-photo path, which `tuneflow predict` still takes."""
+    import tuneflow.training.model
+    from tuneflow.evaluation.evaluate import predict_prepared
+    from tuneflow.imaging.decoding import plan_decodes, read_image_header
+
+    model, classes = tuneflow.training.model.load_classifier(tiny_model)
+    shapes = [(512, 384, "JPEG"), (384, 512, "JPEG"), (512, 341, "JPEG"), (200, 150, "JPEG"), (60, 40, "JPEG"),
+              (90, 70, "PNG"), (32, 32, "JPEG")]
+    names = []
+    for number in range(40):  # more than one batch of 32
+        width, height, fmt = shapes[number % len(shapes)]
+        coarse = np.random.default_rng(number).integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), "uint8")
+        name = f"val/{classes[number % len(classes)]}/{number:02d}.{fmt.lower()}"
+        (tmp_path / "dataset" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(coarse).resize((width, height), Image.BILINEAR).save(tmp_path / "dataset" / name, fmt)
+        names.append(name)
+    plans = set(plan_decodes([read_image_header(str(tmp_path / "dataset" / name)) for name in names], 32))
+    assert {(plan.ratio, plan.resize) for plan in plans} >= {(8, "antialias"), (4, "bilinear"), (1, "area"),
+                                                             (1, "bilinear")}
+
+    per_photo = predict_encoded(model, classes, read_encoded(tmp_path / "dataset", names))
+    batched = predict_prepared(model, classes, tmp_path / "dataset", names, tmp_path / "decoded")
+    assert not per_photo.unreadable and list(batched["path"]) == names
+    columns = [f"p_{name}" for name in classes]
+    np.testing.assert_array_equal(batched[columns].to_numpy(), per_photo.table[columns].to_numpy())
+    assert list(batched["predicted_class"]) == list(per_photo.table["predicted_class"])
+    assert list(batched["true_class"]) == [name.split("/")[1] for name in names]
+    assert (batched["correct"] == (batched["true_class"] == batched["predicted_class"])).all()
+
+
 @pytest.mark.parametrize("orientation", [6, 8])
 def test_an_exif_rotated_jpeg_decodes_upright(val_photo, orientation):
     upright = decode_or_reason(val_photo.read_bytes(), 32)
@@ -300,7 +333,8 @@ def test_an_exif_rotated_jpeg_and_a_webp_get_the_probabilities_of_their_prepared
         zipped.writestr(f"val/{label}/portrait.jpg", portrait)
         zipped.writestr(f"val/{label}/upright.webp", upright)
     dataset = prepare_dataset(archive, tmp_path / "run" / "dataset", DataSettings(), seed=0)
-    evaluate.predict_folder_split(tiny_model, dataset.root).to_csv(tmp_path / "run" / "predictions.csv", index=False)
+    predictions = evaluate.predict_folder_split(tiny_model, dataset.root, tmp_path / "decoded")
+    predictions.to_csv(tmp_path / "run" / "predictions.csv", index=False)
     evaluated = read_predictions(tmp_path / "run" / "predictions.csv").set_index("path")
     prepared = {"portrait.jpg": f"val/{label}/portrait.jpg", "upright.webp": f"val/{label}/upright.jpg"}
     assert set(prepared.values()) <= set(evaluated.index)

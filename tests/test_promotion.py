@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -178,35 +179,67 @@ def test_current_is_complete_at_every_step_of_storing_and_switching(tmp_path, mo
             return operation(*args, **kwargs)
         return checked
 
-    monkeypatch.setattr(shutil, "copy2", check(shutil.copy2))
+    monkeypatch.setattr(os, "link", check(os.link))
     monkeypatch.setattr(os, "replace", check(os.replace))
     monkeypatch.setattr(os, "symlink", check(os.symlink))
     monkeypatch.setattr(Path, "rename", check(Path.rename))
     store_version(fake_model_folder(tmp_path / "run-b", b"model B" * 1000), data_root, "v2", {})
     point_current_at(data_root, "v2")
     monkeypatch.undo()
-    assert len(seen) >= 5  # two copies, the staging rename, the symlink, the replace
+    assert len(seen) >= 5  # two links, the staging rename, the symlink, the replace
     assert model_in_use(data_root) == b"model B" * 1000
 
 
-def test_copy_failing_half_way_leaves_current_and_no_half_version(tmp_path, monkeypatch):
+def test_storing_failing_half_way_leaves_current_and_no_half_version(tmp_path, monkeypatch):
     data_root = tmp_path / "data"
     store_version(fake_model_folder(tmp_path / "run-a", b"model A"), data_root, "v1", {})
     point_current_at(data_root, "v1")
-    real_copy = shutil.copy2
+    real_link = os.link
 
     def disk_full(source, target, **kwargs):
-        if Path(source).name == MODEL_FILE:
-            Path(target).write_bytes(b"half a mod")  # what a full disk leaves behind
+        if Path(source).name == CLASSES_FILE:  # model.keras is linked already: half a version in staging
             raise OSError(28, "No space left on device")
-        return real_copy(source, target, **kwargs)
+        return real_link(source, target, **kwargs)
 
-    monkeypatch.setattr(shutil, "copy2", disk_full)
+    monkeypatch.setattr(os, "link", disk_full)
     with pytest.raises(OSError, match="No space left"):
         store_version(fake_model_folder(tmp_path / "run-b", b"model B"), data_root, "v2", {})
     assert current_version(data_root) == "v1" and model_in_use(data_root) == b"model A"
     assert list_versions(data_root) == ["v1"]
     assert sorted(p.name for p in models_dir(data_root).iterdir()) == ["current", "v1"]  # no staging left over
+
+
+def test_a_version_is_a_hard_link_to_the_run_model_not_a_second_copy(tmp_path):
+    """95 MB a version at ResNet50's size, every week: the version and the run share one copy on disk."""
+    data_root = tmp_path / "data"
+    run = fake_model_folder(data_root / "runs" / "run-a", b"model A" * 1000)
+    told = []
+    version = store_version(run, data_root, "v1", {}, notify=told.append)
+    for name in (MODEL_FILE, CLASSES_FILE):
+        assert (version / name).stat().st_ino == (run / name).stat().st_ino, name
+        assert (version / name).stat().st_nlink == 2
+    assert told == []  # nothing to say: one filesystem
+    # The run saving its model again (a resumed run) replaces its file; the version keeps the bytes it stored.
+    from tuneflow.atomic_files import write_bytes_atomically
+
+    write_bytes_atomically(run / MODEL_FILE, b"model A, trained further")
+    assert (version / MODEL_FILE).read_bytes() == b"model A" * 1000
+
+
+def test_a_model_on_another_filesystem_is_copied_and_the_log_says_so(tmp_path):
+    memory = Path("/dev/shm")
+    if not memory.is_dir() or memory.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own, as Linux mounts it, to store across filesystems")
+    data_root = tmp_path / "data"
+    run = fake_model_folder(Path(tempfile.mkdtemp(dir=memory)) / "run-a", b"model A" * 1000)
+    try:
+        told = []
+        version = store_version(run, data_root, "v1", {}, notify=told.append)
+        assert (version / MODEL_FILE).read_bytes() == b"model A" * 1000
+        assert (version / MODEL_FILE).stat().st_nlink == 1
+        assert any(f"{run / MODEL_FILE} is on another filesystem" in line and "copied it" in line for line in told)
+    finally:
+        shutil.rmtree(run.parent)
 
 
 def test_dangling_pointer_is_explained(tmp_path):
@@ -243,9 +276,9 @@ def load_each_model_once():
 
 
 @pytest.fixture(scope="module")
-def trained_once(tiny_dataset, tiny_model, load_each_model_once):
+def trained_once(tiny_dataset, tiny_model, load_each_model_once, tmp_path_factory):
     """A tiny untrained classifier and the validation split it is scored on (promotion compares, not trains)."""
-    predictions = predict_folder_split(tiny_model, tiny_dataset.root)
+    predictions = predict_folder_split(tiny_model, tiny_dataset.root, tmp_path_factory.mktemp("decoded"))
     return tiny_dataset, tiny_model, float(predictions["correct"].mean()), predictions
 
 

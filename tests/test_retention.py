@@ -69,14 +69,34 @@ def test_older_finished_runs_lose_only_their_heavy_files(data_root):
     oldest = runs / "20261101-030000-aaaaaa"
     assert remaining(oldest) == {*SMALL_FILES, PRUNED_RECORD}
     assert json.loads((oldest / PRUNED_RECORD).read_text())["removed"] == ["dataset", "cache", "checkpoints", "workers"]
-    for kept in ("20261108-030000-bbbbbb", "20261115-030000-cccccc", "20261122-030000-dddddd"):
-        assert {"dataset", "checkpoints", "cache", "workers"} <= remaining(runs / kept), kept
+    for kept in ("20261115-030000-cccccc", "20261122-030000-dddddd"):
+        assert {"dataset", "cache", "workers"} <= remaining(runs / kept), kept
+        assert not (runs / kept / "pruned.json").exists()
+    unfinished = runs / "20261108-030000-bbbbbb"
+    assert {"dataset", "checkpoints", "cache", "workers"} <= remaining(unfinished)
+    assert (unfinished / "workers" / "1" / "checkpoints" / "blob").is_file()
     # The cached preparation a kept run links to stays, and so does one too new to judge; the other goes.
     assert sorted(p.name for p in (data_root / "cache" / "prepared").iterdir()) == ["just-made", "used"]
     # Drive: the download a kept run trained on and the newest stay.
     assert sorted(p.name for p in (data_root / "cache" / "drive" / "FILE").iterdir()) == ["md5-new", "md5-old"]
     assert {item.path.name for item in removed} == {"dataset", "cache", "checkpoints", "workers", "unused", "md5-older"}
-    assert 5_000_000 <= sum(item.bytes for item in removed) < 5_001_000  # 4 heavy parts, 2 caches, a prepared.json
+    # 4 heavy parts, 2 x 2 checkpoint folders of the kept finished runs, 2 caches, a prepared.json
+    assert 9_000_000 <= sum(item.bytes for item in removed) < 9_001_000
+
+
+def test_a_finished_run_gives_back_its_checkpoints_at_once_and_a_failed_one_keeps_them(data_root):
+    """Checkpoints exist only for resuming (about 570 MB a run at 224 px): a finished run never resumes, so even
+    the runs whose heavy files stay lose them; an unfinished run (failed, or still training) keeps them."""
+    runs = data_root / "runs"
+    removed = prune_heavy_files(data_root, keep=10)  # every run keeps its dataset and decoded photos
+    for finished in ("20261101-030000-aaaaaa", "20261115-030000-cccccc", "20261122-030000-dddddd"):
+        assert not (runs / finished / "checkpoints").exists() and not (runs / finished / "workers" / "1" / "checkpoints").exists()
+        assert {"dataset", "cache", "workers"} <= remaining(runs / finished) and "pruned.json" not in remaining(runs / finished)
+    unfinished = runs / "20261108-030000-bbbbbb"
+    assert (unfinished / "checkpoints" / "blob").is_file() and (unfinished / "workers" / "1" / "checkpoints" / "blob").is_file()
+    assert sorted(str(item.path.relative_to(runs)) for item in removed if item.path.name == "checkpoints") == [
+        f"{run}/{folder}" for run in ("20261101-030000-aaaaaa", "20261115-030000-cccccc", "20261122-030000-dddddd")
+        for folder in ("checkpoints", "workers/1/checkpoints")]
 
 
 def test_a_dry_run_removes_nothing_and_keep_zero_prunes_every_finished_run(data_root):
@@ -96,11 +116,12 @@ def test_runs_command_lists_and_prunes(data_root, capsys):
     listing = capsys.readouterr().out
     assert "20261108-030000-bbbbbb   unfinished" in listing and "75.00%" in listing and "4 run(s)" in listing
     assert main(["runs", "prune", "--keep", "2", "--dry-run", "--data-root", str(data_root)]) == 0
-    assert "would remove 6 folder(s)" in capsys.readouterr().out
+    assert "would remove 10 folder(s)" in capsys.readouterr().out
     assert "dataset" in remaining(data_root / "runs" / "20261101-030000-aaaaaa")
     assert main(["runs", "prune", "--keep", "2", "--data-root", str(data_root)]) == 0
-    # The oldest run's four heavy parts, the unused preparation, the older Drive download.
-    assert "removed 6 folder(s)" in capsys.readouterr().out
+    # The oldest run's four heavy parts, the two newer finished runs' checkpoints (theirs and worker 1's), the
+    # unused preparation, the older Drive download.
+    assert "removed 10 folder(s)" in capsys.readouterr().out
     assert [run.pruned for run in list_runs(data_root)] == [True, False, False, False]
 
 

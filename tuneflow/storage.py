@@ -29,7 +29,7 @@ PREPARED_CACHE = Path(CACHE_FOLDER) / "prepared"  # cache/prepared/<key>/: a pre
 DECODED_CACHE = Path(CACHE_FOLDER) / "decoded"  # cache/decoded/<size>px-<decoder>/: decoded photos
 # The folders of a run (runs/<run id>/) that more than one module writes or prunes.
 RUN_DATASET_FOLDER = "dataset"  # the prepared photos: hard links into cache/prepared/
-RUN_CACHE_FOLDER = "cache"  # decoded photos when the store is not kept across runs, deleted after training
+RUN_CACHE_FOLDER = "cache"  # decoded photos when the store is not kept across runs, deleted after each step using it
 RUN_CHECKPOINTS_FOLDER = "checkpoints"  # resumable epochs
 RUN_WORKERS_FOLDER = "workers"  # the copies other machines of a multi-machine run write
 # Files the container runtimes create inside every container they start.

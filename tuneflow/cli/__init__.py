@@ -119,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="`tuneflow runs` lists every run under DATA_ROOT/runs: finished, unfinished (resumable) or "
         "pruned, its size on disk, the heavy part of it (dataset, decoded cache, checkpoints), its validation "
         "accuracy and whether it was promoted. `tuneflow runs prune` keeps the heavy files of the newest --keep "
-        "finished runs and removes the others' (models, reports, predictions, metrics and manifests stay), then "
-        "cached preparations and Drive downloads no remaining run uses. Each run does this itself at its end, "
-        "with storage.keep_runs.",
+        "finished runs and removes the others' (models, reports, predictions, metrics and manifests stay), and "
+        "every finished run's checkpoints (only for resuming), then cached preparations and Drive downloads no "
+        "remaining run uses. Each run does this itself at its end, with storage.keep_runs.",
     )
     runs.add_argument("action", nargs="?", choices=("list", "prune"), default="list", help="list (default) or prune")
     runs.add_argument("--keep", type=int, default=StorageSettings().keep_runs,

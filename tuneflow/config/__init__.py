@@ -75,9 +75,10 @@ class StorageSettings(BaseModel):
         3,
         ge=0,
         description="How many of the newest finished runs keep their heavy files (the dataset folder, decoded "
-        "caches, checkpoints, other machines' copies; the decoded photos only they used); older runs keep their model, reports, predictions, metrics "
-        "and manifest. Cached preparations and Drive downloads no kept run uses go too. Applied at the end of "
-        "each run; `tuneflow runs prune` applies it by hand.",
+        "caches, other machines' copies; the decoded photos only they used); older runs keep their model, reports, "
+        "predictions, metrics and manifest. Cached preparations and Drive downloads no kept run uses go too. "
+        "Checkpoints, only for resuming, go as soon as a run finishes; a failed run keeps them. Applied at the end "
+        "of each run; `tuneflow runs prune` applies it by hand.",
     )
     report_base_url: str | None = Field(
         None,

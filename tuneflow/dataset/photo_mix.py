@@ -6,11 +6,17 @@ phone. Preparation re-encodes a few (EXIF-rotated, CMYK, WebP sources) as JPEG a
 lossless sources as PNG. Each share below is a fraction of the photos; the JPEGs carry the sensor noise of
 `draw_dish`, so their sizes (35-55 KB at 512x384, q85) are those of real photos and the entropy decoding, the
 larger part of a JPEG decode, costs what it costs on real ones.
+
+`food101-real` follows what was measured on 5,000 real Food-101 photos (docs/benchmarks.md): every photo at most
+512 px, 65 % 512x512, 26 % landscape, 10 % portrait; 90 % 4:2:0 chroma, 6 % 4:2:2, 3 % 4:4:4; never
+progressive; one grayscale photo in 5,000; and each photo's JPEG quality searched so that its file size is one
+drawn from the real sizes (33 / 49 / 67 KB at the 10th / 50th / 90th percentile).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,10 @@ class PhotoKind:
     share: float
     width: int
     height: int
-    encoding: str  # "jpeg", "progressive", "jpeg95" (re-encoded by preparation) or "png"
+    encoding: str  # "jpeg", "progressive", "jpeg95" (re-encoded by preparation), "png" or "sized" (below)
+    # PIL's JPEG chroma subsampling: 2 = 4:2:0 (what most cameras and PIL write), 1 = 4:2:2, 0 = 4:4:4.
+    subsampling: int = 2
+    grayscale: bool = False
 
 
 # Shares add up to 1; `photo_kinds_for` turns them into whole counts.
@@ -53,6 +62,50 @@ FOOD101_PHOTO_MIX = tuple(
 )
 
 
+# Real Food-101 (measured): shapes by share, chroma by share, file sizes by percentile.
+FOOD101_SHAPES = ((512, 512, 0.645), (512, 384, 0.14), (512, 341, 0.06), (512, 382, 0.03), (512, 288, 0.03),
+                  (384, 512, 0.06), (382, 512, 0.035))
+FOOD101_CHROMA = ((2, 0.91), (1, 0.06), (0, 0.03))
+CHROMA_NAMES = {2: "4:2:0", 1: "4:2:2", 0: "4:4:4"}
+GRAYSCALE_SHARE = 1 / 5000
+# (percentile, KB) of the file size, and the tails continued with the slope of the nearer pair (in log size).
+FOOD101_SIZE_PERCENTILES = ((0.10, 33.0), (0.50, 49.0), (0.90, 67.0))
+FOOD101_REAL_MIX = tuple(
+    PhotoKind(f"{width}x{height} {CHROMA_NAMES[chroma]}", shape_share * chroma_share
+              - (GRAYSCALE_SHARE if (width, height, chroma) == (512, 512, 2) else 0), width, height, "sized", chroma)
+    for width, height, shape_share in FOOD101_SHAPES for chroma, chroma_share in FOOD101_CHROMA
+) + (PhotoKind("512x512 grayscale", GRAYSCALE_SHARE, 512, 512, "sized", grayscale=True),)
+
+
+def drawn_file_size(rng: random.Random) -> int:
+    """A file size in bytes drawn from FOOD101_SIZE_PERCENTILES: log-linear between the percentiles, kept within
+    the 1st and 99th."""
+    quantile = min(0.99, max(0.01, rng.random()))
+    points = FOOD101_SIZE_PERCENTILES
+    index = 0 if quantile <= points[1][0] else 1
+    (low_q, low_kb), (high_q, high_kb) = points[index], points[index + 1]
+    log_kb = math.log(low_kb) + (quantile - low_q) / (high_q - low_q) * (math.log(high_kb) - math.log(low_kb))
+    return round(math.exp(log_kb) * 1000)
+
+
+def encode_to_size(photo: Image.Image, target: int, subsampling: int) -> bytes:
+    """The baseline JPEG whose size is nearest `target`, by a binary search over the quality (20-98)."""
+    best = b""
+    low, high = 20, 98
+    while low <= high:
+        quality = (low + high) // 2
+        buffer = io.BytesIO()
+        photo.save(buffer, "JPEG", quality=quality, subsampling=subsampling if photo.mode == "RGB" else 0)
+        data = buffer.getvalue()
+        if not best or abs(len(data) - target) < abs(len(best) - target):
+            best = data
+        if len(data) < target:
+            low = quality + 1
+        else:
+            high = quality - 1
+    return best
+
+
 def photo_kinds_for(count: int, mix: tuple[PhotoKind, ...] = REAL_PHOTO_MIX) -> list[PhotoKind]:
     """`count` kinds in the mix's proportions (largest remainders), in a fixed shuffled order."""
     exact = [kind.share * count for kind in mix]
@@ -75,6 +128,9 @@ def encode_photo(class_name: str, kind: PhotoKind, rng: random.Random) -> tuple[
     if longer > 1024:
         noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 4, (kind.height, kind.width, 3))
         photo = Image.fromarray(np.clip(np.asarray(photo, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    if kind.encoding == "sized":
+        return encode_to_size(photo.convert("L") if kind.grayscale else photo, drawn_file_size(rng),
+                              kind.subsampling), ".jpg"
     buffer = io.BytesIO()
     if kind.encoding == "png":
         photo.save(buffer, "PNG", compress_level=1)  # what preparation writes for lossless sources
@@ -100,3 +156,28 @@ def write_photo_mix(
             (folder / f"{number:05d}{suffix}").write_bytes(data)
     done.touch()
     return root
+
+
+MIXES = {"real": REAL_PHOTO_MIX, "food101": FOOD101_PHOTO_MIX, "food101-real": FOOD101_REAL_MIX}
+
+
+def describe_photos(paths: list[str]) -> str:
+    """File-size percentiles, chroma subsampling and progressive shares, as measured on real Food-101."""
+    from PIL import JpegImagePlugin
+
+    sizes = sorted(Path(path).stat().st_size for path in paths)
+    chroma: dict[str, int] = {}
+    progressive = grayscale = 0
+    for path in paths:
+        with Image.open(path) as image:
+            if image.format != "JPEG":
+                continue
+            grayscale += image.mode == "L"
+            progressive += bool(image.info.get("progressive") or image.info.get("progression"))
+            name = CHROMA_NAMES.get(JpegImagePlugin.get_sampling(image), "gray")
+            chroma[name] = chroma.get(name, 0) + 1
+    percentile = {p: sizes[min(len(sizes) - 1, round(p / 100 * (len(sizes) - 1)))] / 1000 for p in (10, 50, 90)}
+    shares = ", ".join(f"{name} {count / len(paths):.1%}" for name, count in sorted(chroma.items()))
+    return (f"file size {percentile[10]:.0f} / {percentile[50]:.0f} / {percentile[90]:.0f} KB at the 10th / 50th / "
+            f"90th percentile (real Food-101: 33 / 49 / 67); chroma {shares}; progressive {progressive}, "
+            f"grayscale {grayscale} of {len(paths)}")

@@ -29,23 +29,31 @@ def probability_column(class_name: str) -> str:
     return f"{PROBABILITY_PREFIX}{class_name}"
 
 
-def predictions_table(names: list[str], probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+def predictions_table(
+    names: list[str], probabilities: np.ndarray, classes: list[str], true_classes: list[str] | None = None
+) -> pd.DataFrame:
     """predictions.csv's columns: path, predicted_class, confidence, top<i>_class and top<i>_probability for the
-    TOP_K most probable classes, and p_<class> for every class. The evaluate step adds true_class and correct."""
+    TOP_K most probable classes, and p_<class> for every class; with true_classes (evaluation), true_class after
+    path and correct after confidence.
+
+    Built from every column at once: adding 100 p_<class> columns one by one makes pandas copy the frame again and
+    again and warn that it is "highly fragmented".
+    """
     ranking = np.argsort(-probabilities, axis=1, kind="stable")  # ties in class order, as argmax
-    table = pd.DataFrame(
-        {
-            "path": names,
-            "predicted_class": [classes[i] for i in ranking[:, 0]] if len(names) else [],
-            "confidence": probabilities.max(axis=1) if len(names) else [],
-        }
-    )
+    predicted = [classes[i] for i in ranking[:, 0]] if len(names) else []
+    columns: dict[str, object] = {"path": names}
+    if true_classes is not None:
+        columns["true_class"] = true_classes
+    columns["predicted_class"] = predicted
+    columns["confidence"] = probabilities.max(axis=1) if len(names) else []
+    if true_classes is not None:
+        columns["correct"] = np.array([truth == guess for truth, guess in zip(true_classes, predicted)], dtype=bool)
     for rank in range(min(TOP_K, len(classes))):
-        table[f"top{rank + 1}_class"] = [classes[i] for i in ranking[:, rank]]
-        table[f"top{rank + 1}_probability"] = np.take_along_axis(probabilities, ranking[:, rank : rank + 1], 1)[:, 0]
+        columns[f"top{rank + 1}_class"] = [classes[i] for i in ranking[:, rank]]
+        columns[f"top{rank + 1}_probability"] = np.take_along_axis(probabilities, ranking[:, rank : rank + 1], 1)[:, 0]
     for index, name in enumerate(classes):
-        table[probability_column(name)] = probabilities[:, index]
-    return table
+        columns[probability_column(name)] = probabilities[:, index]
+    return pd.DataFrame(columns)
 
 
 class ClassMetrics(BaseModel):

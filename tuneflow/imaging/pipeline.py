@@ -1,5 +1,5 @@
-"""The tf.data input pipeline training and evaluation read photos through: a split's file list, decoded once
-into the store (tuneflow.imaging.decoded_cache), then read back in parallel, batched and prefetched."""
+"""The tf.data input pipelines training and evaluation read photos through: a file list, decoded once into the
+store (tuneflow.imaging.decoded_cache), then read back in parallel, batched and prefetched."""
 
 from __future__ import annotations
 
@@ -56,3 +56,17 @@ def make_input_pipeline(
     # Across machines each one reads the file list (at the same path everywhere) and keeps its share of batches.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def make_prediction_pipeline(
+    paths: list[str], image_size: int, batch_size: int, cache_dir: Path, emit: Emit = lambda event: None,
+    name: str = "",
+) -> tf.data.Dataset:
+    """Batches of the photos' pixels in the order given, for model.predict: what training reads, without labels
+    or shuffling. Photos the store holds already (training's, when it is kept across runs) are not decoded again.
+    """
+    files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=name)
+    dataset = tf.data.Dataset.from_tensor_slices(files).map(
+        lambda file: read_cached(file, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -27,7 +27,7 @@ from tuneflow.atomic_files import write_json_atomically
 from tuneflow.formatting import percent, points
 from tuneflow.evaluation.comparison import PairedComparison, compare_paired
 from tuneflow.config import PromotionSettings, ServingSettings
-from tuneflow.evaluation.evaluate import predict_files
+from tuneflow.evaluation.evaluate import decoded_photos_store, predict_files
 from tuneflow.evaluation.metrics import read_predictions
 from tuneflow.training.model import MODEL_FILE, load_classes
 from tuneflow.registry.versions import (
@@ -172,9 +172,14 @@ def photos_on_side(dataset: PreparedDataset, side: str) -> pd.DataFrame:
 
 
 def score_current_model(
-    data_root: Path, dataset: PreparedDataset, classes: list[str], new_predictions: Path, run_dir: Path
+    data_root: Path, dataset: PreparedDataset, classes: list[str], new_predictions: Path, run_dir: Path,
+    decoded_store: Path | None = None,
 ) -> Baseline | None:
-    """The model in use, scored on the new validation photos it never trained on and paired with the new model."""
+    """The model in use, scored on the new validation photos it never trained on and paired with the new model.
+
+    Its photos are read as evaluation reads them (tuneflow.evaluation.evaluate): from the decoded store kept across
+    runs when there is one (already decoded there when the model in use has the new one's image size).
+    """
     version = current_version(data_root)
     if version is None:
         return None
@@ -194,7 +199,8 @@ def score_current_model(
     unseen = validation.loc[~seen, "file"].tolist()
     predictions_path = run_dir / BASELINE_PREDICTIONS_FILE
     if unseen:
-        old = predict_files(version_dir, dataset.root, unseen)
+        with decoded_photos_store(decoded_store, run_dir) as store:
+            old = predict_files(version_dir, dataset.root, unseen, store)
     else:
         old = pd.DataFrame(columns=["path", "true_class", "predicted_class", "confidence", "correct"])
     old.to_csv(predictions_path, index=False)
@@ -241,6 +247,7 @@ def promote_trained_model(
     run_dir: Path,
     archive: FetchedArchive | None = None,
     notify: Callable[[str], None] = print,
+    decoded_store: Path | None = None,
 ) -> PromotionDecision:
     """Store the model as version <run id>; switch models/current to it if it beats the model in use (or forced),
     and then export it as the next serving version (serving.export_on_promotion).
@@ -250,7 +257,8 @@ def promote_trained_model(
     """
     version = run_dir.name
     with promotion_lock(data_root, version, notify):
-        baseline = score_current_model(data_root, dataset, trained.classes, evaluation.predictions_path, run_dir)
+        baseline = score_current_model(data_root, dataset, trained.classes, evaluation.predictions_path, run_dir,
+                                       decoded_store)
         promoted, reason = decide_promotion(version, evaluation.accuracy, trained.classes, baseline, settings)
         version_dir = models_dir(data_root) / version
         # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
@@ -268,7 +276,8 @@ def promote_trained_model(
                 "promoted": promoted,
                 "archive": archive.model_dump(mode="json", exclude={"path"}) if archive else None,
             }
-            version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos)
+            version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos,
+                                        notify)
         serving_version_dir = None
         if promoted:
             staged = (stage_serving_version(version_dir, version, data_root, serving)

@@ -13,7 +13,9 @@ A run's model, reports, predictions, metrics, manifest, history and config are s
 version in models/ too). `prune_heavy_files` keeps the heavy files of the newest `keep` finished runs and of
 every unfinished one (it may be resumed), removes the rest's, and then the cached preparations, Drive downloads
 and decoded photos that no run with a dataset still uses (the newest download of each Drive file stays: the next
-run wants it).
+run wants it). Checkpoints exist only for resuming, which a finished run never does: every finished run loses
+them, the newest too (about 570 MB at 224 px), so a run that just finished gives them back at its prune step;
+an unfinished (failed) run keeps them to resume from.
 
 Decoded photos (data_root/cache/decoded/, tuneflow.imaging.decoded_cache) are named by their content, not by run, so
 which runs use one is told by time: training sets a photo's modification time whenever it uses it, so a photo
@@ -123,8 +125,9 @@ def prune_heavy_files(data_root: Path, keep: int, dry_run: bool = False) -> list
         raise ValueError(f"keep must be 0 or more (runs whose heavy files stay), not {keep}")
     data_root = Path(data_root)
     finished = [run_dir for run_dir in run_folders(data_root) if (run_dir / FINISHED_MARKER).is_file()]
+    older, newest = finished[: max(0, len(finished) - keep)], finished[max(0, len(finished) - keep):]
     removed: list[Removed] = []
-    for run_dir in finished[: max(0, len(finished) - keep)]:
+    for run_dir in older:
         parts = [run_dir / part for part in HEAVY_PARTS if (run_dir / part).exists()]
         if not parts:
             continue
@@ -136,7 +139,20 @@ def prune_heavy_files(data_root: Path, keep: int, dry_run: bool = False) -> list
         record = {"pruned_at": datetime.now(timezone.utc).isoformat(), "removed": [part.name for part in parts]}
         (run_dir / PRUNED_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     pruned = {item.path.parent for item in removed}
+    for run_dir in newest:
+        removed += remove_checkpoints(run_dir, dry_run)
     removed += prune_unused_caches(data_root, exclude=pruned if dry_run else set(), dry_run=dry_run)
+    return removed
+
+
+def remove_checkpoints(run_dir: Path, dry_run: bool) -> list[Removed]:
+    """A finished run's checkpoints, its own and those of the other machines it trained on."""
+    folders = [run_dir / RUN_CHECKPOINTS_FOLDER,
+               *sorted((run_dir / RUN_WORKERS_FOLDER).glob(f"*/{RUN_CHECKPOINTS_FOLDER}"))]
+    removed = [Removed(path=folder, bytes=folder_size(folder)) for folder in folders if folder.is_dir()]
+    if not dry_run:
+        for item in removed:
+            shutil.rmtree(item.path)
     return removed
 
 

@@ -134,6 +134,7 @@ def save_classifier(model: keras.Model, classes: list[str], folder: Path) -> Pat
     """Write model.keras (the inference model: no augmentation, not compiled: training resumes from its
     checkpoints, never from model.keras) and classes.json; the model file appears only once complete."""
     folder.mkdir(parents=True, exist_ok=True)
+    # Both replaced, never written into: a model version hard-links them (tuneflow.registry.versions).
     write_json_atomically(folder / CLASSES_FILE, classes)
     with atomic_destination(folder / MODEL_FILE) as partial:
         inference_model(model).save(partial)

@@ -9,7 +9,7 @@
   5. on a promotion, exports it for TF Serving as the next serving version (tuneflow.registry.serving): written before
      `current` switches (a failed export leaves everything as it was), renamed into place after.
 A photo the model in use trained on would flatter it: after every upload, about half of a reshuffled validation
-set used to be such photos, holding back exactly the models the upload trigger exists for.
+set used to be such photos, holding back exactly the models the Drive sensor asks for.
 """
 
 from __future__ import annotations

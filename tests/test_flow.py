@@ -108,7 +108,8 @@ class OnDrive:
 def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_factory) -> Iterator[OnDrive]:
     """The tiny archive and random ResNet50 (no top) weights on the Drive emulator: stand-ins for the photos and
     the ImageNet weights a team puts on Drive; the config of a run that fetches both, with a pasted share link."""
-    import prefect.main  # noqa: F401 (Prefect configures logging when this is first imported, dropping the handler below)
+    # Prefect configures logging when its main module is first imported, dropping handlers added before.
+    import prefect.main  # noqa: F401
 
     logs = AllRecords()
     with pytest.MonkeyPatch.context() as patch, DriveEmulator() as emulator:
@@ -381,7 +382,8 @@ def test_split_is_stratified_and_keeps_every_photo(two_runs, tiny_archive):
 
 
 def test_an_upload_already_trained_on_is_not_trained_again(two_runs, on_drive):
-    """What the upload trigger does when it fires twice for one revision: the run ends at once, naming the version."""
+    """What a run the sensor asked for does when its revision was already trained: it ends at once, naming the
+    version."""
     from tuneflow.flows.retrain import retrain
 
     second = two_runs[1]
@@ -521,7 +523,8 @@ def test_dashboard_gets_the_report_and_a_finished_training_progress_under_each_d
     assert keys[1].key("report") == "tuneflow-food-on-drive-report"
     for run, own, other in ((two_runs[0], keys[0], keys[1]), (two_runs[1], keys[1], keys[0])):
         # Other tests' flows on this server may add versions under the local keys too, in no particular order.
-        (bar,) = [a for a in published(own.key("training-progress")) if a.description == f"training {run.run_dir.name}"]
+        bars = published(own.key("training-progress"))
+        (bar,) = [a for a in bars if a.description == f"training {run.run_dir.name}"]
         assert bar.type == "progress" and float(bar.data) == 100.0
         heading = f"# Retraining run {run.run_dir.name}\n"
         (report,) = [a for a in published(own.key("report")) if a.data.startswith(heading)]

@@ -310,7 +310,8 @@ def decide_and_apply(
     # again, where it would otherwise compare the model with itself.
     write_text_atomically(run_dir / DECISION_FILE, decision.model_dump_json(indent=2) + "\n")
     if promoted:
-        staged = stage_serving_version(version_dir, version, data_root, serving) if serving.export_on_promotion else None
+        staged = (stage_serving_version(version_dir, version, data_root, serving)
+                  if serving.export_on_promotion else None)
         try:
             point_current_at(data_root, version)
             if staged is not None:

@@ -1,4 +1,7 @@
-"""The retraining flow: fetch -> prepare -> fine-tune -> evaluate -> promote -> report -> prune, one call per step."""
+"""The retraining flow: fetch -> prepare -> fine-tune -> evaluate -> promote -> report -> prune, one call per step.
+
+A retry of a run (from the dashboard) reuses the steps that finished, up to evaluation (tasks.results).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,13 @@ from tuneflow.tasks.prepare import prepare
 from tuneflow.tasks.prune import prune_runs
 from tuneflow.tasks.promote import promote
 from tuneflow.tasks.report import write_report
+from tuneflow.tasks.results import results_kept_in
+from tuneflow.tasks.run_folder import find_earlier_run, open_run
 from tuneflow.tasks.train import fine_tune
+from tuneflow.tasks.dashboard import ArtifactKeys
 from tuneflow.config import RetrainConfig
 from tuneflow.records import RunSummary
-from tuneflow.runs.folders import check_archive_of_run, earlier_run_for_upload, open_run_dir
+from tuneflow.runs.folders import check_archive_of_run
 from tuneflow.sources import parse_drive_source
 from tuneflow.storage import DECODED_CACHE, PREPARED_CACHE, RUN_DATASET_FOLDER
 
@@ -51,33 +57,36 @@ def retrain(
 ) -> RunSummary:
     """Fine-tune ResNet50 on the configured dataset.zip, report how well it does and promote it if it is better.
 
-    `drive_file_id` and `drive_revision` come from the Drive sensor's event (the deployment's trigger): train on
-    that file, and say so if Drive has moved on to a newer revision since the sensor saw it. A revision that
+    `drive_file_id` and `drive_revision` come from the Drive sensor, which asks for one run per new revision:
+    train on that file, and say so if Drive has moved on to a newer revision since the sensor saw it. A revision that
     already produced a model version is not trained again: the run ends at once, pointing at that version.
     """
     config = for_drive_upload(config, drive_file_id)
+    keep = results_kept_in(config.data_root)  # where a retry of this run, on any worker, finds the finished steps
+    keys = ArtifactKeys.for_dataset(config.dataset_name)
     watched_file = parse_drive_source(config.source)
     if drive_revision and watched_file and config.resume_run_id is None:
-        if (earlier := earlier_run_for_upload(config.data_root, watched_file, drive_revision)) is not None:
+        if (earlier := keep(find_earlier_run)(config.data_root, watched_file, drive_revision)) is not None:
             print(earlier.promotion_reason)
             return earlier
-    run_dir = open_run_dir(config.data_root, config.resume_run_id, config.allow_ephemeral_data_root)
-    archive = fetch_dataset(config.source, config.drive, config.data_root)
+    run_dir = keep(open_run)(config.data_root, config.resume_run_id, config.allow_ephemeral_data_root)
+    archive = keep(fetch_dataset)(config.source, config.drive, config.data_root, keys)
     check_archive_of_run(run_dir, archive)  # before anything of a resumed run is overwritten
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
     if drive_revision and archive.drive_revision != drive_revision:
         # Drive serves only the head revision: someone uploaded again after the sensor looked. Train on the
         # newest; the sensor's next tick triggers another run for it, which the concurrency limit queues.
         print(f"Drive revision {drive_revision} was replaced by {archive.drive_revision} before this run fetched it")
-    weights_path = fetch_weights(config.training.weights, config.drive, config.data_root)
+    weights_path = keep(fetch_weights)(config.training.weights, config.drive, config.data_root, keys)
     prepared_cache = config.data_root / PREPARED_CACHE if config.storage.reuse_prepared else None
-    dataset = prepare(archive.path, run_dir / RUN_DATASET_FOLDER, config.data, config.seed, prepared_cache, archive.md5)
+    dataset = keep(prepare)(archive.path, run_dir / RUN_DATASET_FOLDER, config.data, config.seed, prepared_cache,
+                            archive.md5, keys)
     decoded_store = config.data_root / DECODED_CACHE if config.storage.keep_decoded_photos else None
-    trained = fine_tune(dataset, config.training, weights_path, config.seed, run_dir, decoded_store)
-    evaluation = evaluate_model(trained, dataset, archive, run_dir, decoded_store)
+    trained = keep(fine_tune)(dataset, config.training, weights_path, config.seed, run_dir, decoded_store, keys)
+    evaluation = keep(evaluate_model)(trained, dataset, archive, run_dir, decoded_store)
     decision = promote(trained, evaluation, dataset, config.promotion, config.serving, config.data_root, run_dir,
                        archive, decoded_store)
-    report = write_report(run_dir, config, archive, dataset, trained, evaluation, decision)
+    report = write_report(run_dir, config, archive, dataset, trained, evaluation, decision, keys)
     prune_runs(config.data_root, config.storage.keep_runs)
 
     return RunSummary(

@@ -1,12 +1,19 @@
-"""The Drive sensor: notice a new revision of dataset.zip on Google Drive and tell Prefect with an event.
+"""The Drive sensor: notice a new revision of dataset.zip on Google Drive and start one retraining run for it.
 
 Self-hosted Prefect has no webhooks and Drive push notifications need a public HTTPS endpoint, so the
 `watch-drive` deployment polls: each tick reads the watched file's metadata (or finds the newest `dataset.zip`
-in a watched folder), compares it with the last revision it saw (a Prefect Variable), and emits one
-`tuneflow.dataset.uploaded` event per new revision. The `retrain` deployment's trigger (prefect.yaml) turns that
-event into a retraining run with the file ID and revision as parameters.
+in a watched folder) and compares it with the last revision it saw (a Prefect Variable). For a new revision it
+asks the server for a run of the retrain deployment, with the file ID and revision as parameters and
+`<deployment>/<file id>/<revision>` as the run's idempotency key, then emits a `tuneflow.dataset.uploaded` event
+for whoever else listens, and only then records the revision.
 
-The decision is plain Python (`decide`); the tasks only read Drive, read/write the Variable and emit the event.
+The request is what makes this safe: the server answers it (or the call raises), and it keeps one run per
+idempotency key for good, so a tick that failed anywhere before recording asks again next time and a repeated
+request starts nothing. An event alone could not do that: `emit_event` only queues it, and a send that fails is
+logged and dropped.
+
+The decision is plain Python (`decide`); the tasks only read Drive, read/write the Variable, ask for the run and
+emit the event.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import uuid
 from typing import Literal
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneflow.config import DriveSettings
@@ -27,7 +36,7 @@ from tuneflow.tasks.fetch import load_drive_key  # the key lookup (file, env, Se
 
 EVENT_NAME = "tuneflow.dataset.uploaded"
 # Fixed namespace: the same file ID and revision always give the same event id, on every machine, so a sensor
-# run retried after emitting (or two overlapping runs) produce one event, which Prefect's triggers see once.
+# run retried after emitting (or two overlapping runs) produce one event as long as the server remembers its id.
 EVENT_NAMESPACE = uuid.UUID("5b0f8f57-8d7e-4b8e-9a53-2a3c1f0e7d11")
 STATE_VARIABLE_PREFIX = "tuneflow-drive-seen-"
 FOLDER_LINK = re.compile(r"/folders/([A-Za-z0-9_-]+)")
@@ -51,7 +60,7 @@ class WatchDriveConfig(BaseModel):
     title: str = Field("dataset.zip", min_length=1, description="File name looked for in folder_id.")
     trigger_on_first_run: bool = Field(
         False,
-        description="On the very first run (no revision seen yet) also emit the event, so the current file is "
+        description="On the very first run (no revision seen yet) also start a retraining, so the current file is "
         "trained on at once. Off: the first run only records a baseline.",
     )
     state_variable: str | None = Field(
@@ -59,6 +68,11 @@ class WatchDriveConfig(BaseModel):
         description="Name of the Prefect Variable keeping the last revision seen. Unset: derived from what is "
         "watched, so two sensors watching different files never share one.",
         pattern=r"^[a-z0-9_-]+$",
+    )
+    retrain_deployment: str = Field(
+        "retrain/retrain",
+        description="The deployment (flow name/deployment name) a new revision starts a run of.",
+        pattern=r"^[^/]+/[^/]+$",
     )
     drive: DriveSettings = Field(default_factory=DriveSettings, description="How Google Drive is reached.")
 
@@ -129,9 +143,9 @@ class SeenRevision(BaseModel):
 
 
 class Decision(BaseModel):
-    """What one sensor tick concluded."""
+    """What one sensor tick concluded: whether to ask for a retraining, whether to record the revision."""
 
-    emit: bool
+    retrain: bool
     record: bool
     reason: Literal["baseline", "first-sight-triggers", "new-revision", "unchanged"]
 
@@ -143,6 +157,7 @@ class WatchResult(BaseModel):
     target: str
     file_id: str | None = None
     revision: str | None = None
+    retrain_run_id: str | None = None
     event_id: str | None = None
     message: str = ""
 
@@ -156,27 +171,33 @@ def revision_of(file: DriveFile) -> str:
 
 
 def decide(last: SeenRevision | None, current: DriveFile, trigger_on_first_run: bool) -> Decision:
-    """Emit for a revision (or, in a folder, a file) not seen before; the first sighting is a baseline."""
+    """Retrain for a revision (or, in a folder, a file) not seen before; the first sighting is a baseline."""
     if last is None:
         if trigger_on_first_run:
-            return Decision(emit=True, record=True, reason="first-sight-triggers")
-        return Decision(emit=False, record=True, reason="baseline")
+            return Decision(retrain=True, record=True, reason="first-sight-triggers")
+        return Decision(retrain=False, record=True, reason="baseline")
     if (last.file_id, last.revision) == (current.id, revision_of(current)):
-        return Decision(emit=False, record=False, reason="unchanged")
-    return Decision(emit=True, record=True, reason="new-revision")
+        return Decision(retrain=False, record=False, reason="unchanged")
+    return Decision(retrain=True, record=True, reason="new-revision")
 
 
 def upload_event_id(file_id: str, revision: str) -> uuid.UUID:
     return uuid.uuid5(EVENT_NAMESPACE, f"{file_id}/{revision}")
 
 
-def upload_event(file: DriveFile) -> dict:
-    """The keyword arguments of `emit_event` for a new revision.
+def retrain_idempotency_key(deployment: str, file_id: str, revision: str) -> str:
+    """One retraining run per deployment and revision: the server keeps the run under this key for good."""
+    return f"{deployment}/{file_id}/{revision}"
 
-    Raw values sit in their own resource labels: a trigger's `{{ event.resource['gdrive.file-id'] }}` then
+
+def upload_event(file: DriveFile, retrain_run_id: str | None = None) -> dict:
+    """The keyword arguments of `emit_event` for a new revision, related to the retraining run it started.
+
+    Raw values sit in their own resource labels: an automation's `{{ event.resource['gdrive.file-id'] }}` then
     renders exactly the ID (the resource id itself carries a prefix).
     """
     revision = revision_of(file)
+    related = [{"prefect.resource.id": f"prefect.flow-run.{retrain_run_id}", "prefect.resource.role": "flow-run"}]
     return {
         "event": EVENT_NAME,
         "resource": {
@@ -186,7 +207,9 @@ def upload_event(file: DriveFile) -> dict:
             "gdrive.revision": revision,
             "gdrive.md5": file.md5 or "",
         },
-        "payload": {"title": file.title, "size": file.size, "modified": file.modified, "md5": file.md5},
+        "payload": {"title": file.title, "size": file.size, "modified": file.modified, "md5": file.md5,
+                    "retrain_flow_run_id": retrain_run_id},
+        "related": related if retrain_run_id else [],
         "id": upload_event_id(file.id, revision),
     }
 
@@ -219,18 +242,39 @@ def load_last_seen(variable_name: str) -> SeenRevision | None:
     return SeenRevision.model_validate(value) if value else None
 
 
-@task(name="emit-upload-event")
-def emit_upload_event(file: DriveFile) -> str:
-    """Tell Prefect a new revision is there (one event per revision, however often this runs)."""
+@task(name="request-retrain", cache_policy=NO_CACHE)
+def request_retrain(deployment: str, file: DriveFile) -> str:
+    """Ask the server for a run of the retrain deployment on this revision; raises unless the server has one.
+
+    The idempotency key makes the request safe to repeat: a revision already asked for returns its existing run.
+    """
+    from prefect.deployments import run_deployment
+
+    revision = revision_of(file)
+    try:
+        run = run_deployment(
+            deployment,
+            parameters={"drive_file_id": file.id, "drive_revision": revision},
+            idempotency_key=retrain_idempotency_key(deployment, file.id, revision),
+            timeout=0,  # asked for, not waited on: the sensor's tick ends while the retraining runs on the gpu pool
+            as_subflow=False,  # its own run: cancelling or cleaning up this tick must not touch the retraining
+        )
+    except ObjectNotFound:
+        raise RuntimeError(
+            f"no deployment {deployment!r} to ask for a retraining: deploy it (`prefect --no-prompt deploy --all`) "
+            "or set the sensor's retrain_deployment to the retrain deployment's 'flow/deployment' name"
+        ) from None
+    get_run_logger().info("retraining run %r (%s) for revision %s of %s", run.name, run.id, revision, file.id)
+    return str(run.id)
+
+
+@task(name="emit-upload-event", cache_policy=NO_CACHE)
+def emit_upload_event(file: DriveFile, retrain_run_id: str) -> str | None:
+    """Tell whoever else listens that a new revision is there (the retraining is already asked for)."""
     from prefect.events import emit_event
 
-    event = emit_event(**upload_event(file))
-    if event is None:
-        raise RuntimeError(
-            "Prefect did not emit the event (no API to send it to): run the sensor against a Prefect server "
-            "(PREFECT_API_URL) so the retrain trigger can see it"
-        )
-    return str(event.id)
+    event = emit_event(**upload_event(file, retrain_run_id))
+    return str(event.id) if event is not None else None
 
 
 @task(name="remember-revision")
@@ -243,7 +287,8 @@ def remember_revision(variable_name: str, seen: SeenRevision) -> None:
 
 @flow(name="watch-drive", flow_run_name="watch-drive", log_prints=True)
 def watch_drive(config: WatchDriveConfig) -> WatchResult:
-    """Emit `tuneflow.dataset.uploaded` once for each new revision of the watched dataset on Drive."""
+    """Start one retraining run for each new revision of the watched dataset on Drive, and announce it with a
+    `tuneflow.dataset.uploaded` event."""
     logger = get_run_logger()
     try:
         current = read_drive_head(config)
@@ -265,12 +310,14 @@ def watch_drive(config: WatchDriveConfig) -> WatchResult:
     last = load_last_seen(config.variable_name)
     decision = decide(last, current, config.trigger_on_first_run)
     seen = SeenRevision.of(current)
-    event_id = None
-    if decision.emit:
-        # Emit before recording: a run that dies in between emits again next tick with the same event id, which
-        # Prefect drops as a duplicate; the other order could lose an upload for good.
-        event_id = emit_upload_event(current)
-        logger.info("new revision %s of %s (%s): emitted event %s", seen.revision, current.title, current.id, event_id)
+    retrain_run_id = event_id = None
+    if decision.retrain:
+        # Asked for (and answered) before the revision is recorded: a tick that fails in between asks again next
+        # time, and the idempotency key makes that second request return the run the first one started.
+        retrain_run_id = request_retrain(config.retrain_deployment, current)
+        event_id = emit_upload_event(current, retrain_run_id)
+        logger.info("new revision %s of %s (%s): retraining run %s", seen.revision, current.title, current.id,
+                    retrain_run_id)
     if decision.record:
         remember_revision(config.variable_name, seen)
     if decision.reason == "baseline":
@@ -281,6 +328,5 @@ def watch_drive(config: WatchDriveConfig) -> WatchResult:
         logger.info("%s unchanged (revision %s)", config.target, seen.revision)
 
     status = {"baseline": "baseline", "unchanged": "unchanged"}.get(decision.reason, "new-revision")
-    return WatchResult(
-        status=status, target=config.target, file_id=current.id, revision=seen.revision, event_id=event_id
-    )
+    return WatchResult(status=status, target=config.target, file_id=current.id, revision=seen.revision,
+                       retrain_run_id=retrain_run_id, event_id=event_id)

@@ -9,9 +9,10 @@ from prefect import task
 from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.evaluation.evaluate import evaluate_trained_model
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
+from tuneflow.tasks.results import REUSED_ON_RETRY
 
 
-@task(name="evaluate-model")
+@task(name="evaluate-model", cache_policy=REUSED_ON_RETRY, persist_result=True)
 def evaluate_model(
     trained: TrainedModel, dataset: PreparedDataset, archive: FetchedArchive, run_dir: Path,
     decoded_store: Path | None = None,

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from tuneflow.fetch.archives import FetchedArchive, fetch_archive
@@ -29,9 +28,9 @@ from tuneflow.fetch.drive import (
 )
 from tuneflow.fetch.weights import resolve_weights
 from tuneflow.storage import DEFAULT_DATA_ROOT, DRIVE_CACHE
+from tuneflow.tasks.dashboard import ArtifactKeys, ProgressBar, keys_of_run
+from tuneflow.tasks.results import REUSED_ON_RETRY
 
-DATASET_PROGRESS_KEY = "drive-dataset-download"
-WEIGHTS_PROGRESS_KEY = "drive-weights-download"
 # Task-level retries come on top of tuneflow.fetch.drive's own quick retries (about 8 s of backoff in all): they
 # outlast a longer Drive outage, and a retried download resumes from the bytes already in the cache.
 NETWORK_RETRY_DELAYS_S = [15, 60]
@@ -56,22 +55,20 @@ def load_drive_key(settings: DriveSettings) -> ServiceAccountKey:
 
 
 def progress_artifact_updater(key: str) -> ProgressCallback:
-    """A download progress callback that keeps a Prefect progress artifact up to date (once per percent)."""
-    state: dict[str, Any] = {"id": None, "percent": None}
+    """A download progress callback that keeps a Prefect progress artifact up to date (once per percent); a failed
+    update never fails the download."""
+    bar = ProgressBar(key, f"download progress ({key})")
+    last: dict[str, int | None] = {"percent": None}
 
     def update(progress: DownloadProgress) -> None:
         percent = int(100 * progress.fraction)
-        if percent == state["percent"]:
+        if percent == last["percent"]:
             return
-        state["percent"] = percent
-        description = (
+        last["percent"] = percent
+        bar.update(percent, description=(
             f"Downloading {progress.title} (Drive file {progress.file_id}): {progress.bytes_done / 2**20:.1f} of "
             f"{progress.bytes_total / 2**20:.1f} MiB at {progress.bytes_per_s / 2**20:.1f} MiB/s"
-        )
-        if state["id"] is None:
-            state["id"] = create_progress_artifact(progress=percent, key=key, description=description)
-        else:
-            update_progress_artifact(state["id"], percent, description=description)
+        ))
 
     return update
 
@@ -87,15 +84,20 @@ def retry_only_transient_drive_errors(task: Any, task_run: Any, state: Any) -> b
     retries=len(NETWORK_RETRY_DELAYS_S),
     retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
     retry_condition_fn=retry_only_transient_drive_errors,
+    cache_policy=REUSED_ON_RETRY,
+    persist_result=True,
 )
-def fetch_dataset(source: str, drive: DriveSettings | None = None, data_root: Path = DEFAULT_DATA_ROOT) -> FetchedArchive:
+def fetch_dataset(
+    source: str, drive: DriveSettings | None = None, data_root: Path = DEFAULT_DATA_ROOT,
+    keys: ArtifactKeys | None = None,
+) -> FetchedArchive:
     """Locate the local dataset archive, or download the Drive one into the cache, and fingerprint it."""
     return fetch_archive(
         source,
         drive or DriveSettings(),
         Path(data_root) / DRIVE_CACHE,
         load_key=load_drive_key,
-        on_progress=progress_artifact_updater(DATASET_PROGRESS_KEY),
+        on_progress=progress_artifact_updater(keys_of_run(keys).key("dataset-download")),
         logger=get_run_logger(),
     )
 
@@ -105,14 +107,19 @@ def fetch_dataset(source: str, drive: DriveSettings | None = None, data_root: Pa
     retries=len(NETWORK_RETRY_DELAYS_S),
     retry_delay_seconds=NETWORK_RETRY_DELAYS_S,
     retry_condition_fn=retry_only_transient_drive_errors,
+    cache_policy=REUSED_ON_RETRY,
+    persist_result=True,
 )
-def fetch_weights(weights: str, drive: DriveSettings | None = None, data_root: Path = DEFAULT_DATA_ROOT) -> Path | None:
+def fetch_weights(
+    weights: str, drive: DriveSettings | None = None, data_root: Path = DEFAULT_DATA_ROOT,
+    keys: ArtifactKeys | None = None,
+) -> Path | None:
     """Make the initial ResNet50 weights available locally (None: random initialisation)."""
     return resolve_weights(
         weights,
         drive,
         Path(data_root) / DRIVE_CACHE,
         load_key=load_drive_key,
-        on_progress=progress_artifact_updater(WEIGHTS_PROGRESS_KEY),
+        on_progress=progress_artifact_updater(keys_of_run(keys).key("weights-download")),
         logger=get_run_logger(),
     )

@@ -11,16 +11,20 @@ from prefect.artifacts import create_table_artifact
 from tuneflow.config import DataSettings
 from tuneflow.dataset.prepare import counts_table, prepare_dataset
 from tuneflow.records import PreparedDataset
+from tuneflow.tasks.dashboard import ArtifactKeys, best_effort, keys_of_run
+from tuneflow.tasks.results import REUSED_ON_RETRY
 
 # A Prefect artifact lives in its database: a whole manifest only when small, else just the files not kept.
 MANIFEST_ARTIFACT_ROWS = 1000
 
 
-def publish_data_artifacts(prepared: PreparedDataset) -> None:
+def publish_data_artifacts(prepared: PreparedDataset, keys: ArtifactKeys) -> None:
     """Counts per class, and the manifest (whole when small, else every file not kept), as Prefect tables."""
     counts = counts_table(prepared).reset_index()
-    create_table_artifact(
-        key="dataset-counts",
+    best_effort(
+        "dataset counts table",
+        create_table_artifact,
+        key=keys.key("dataset-counts"),
         table=counts.to_dict(orient="records"),
         description=f"{prepared.total:,} images in {len(prepared.classes)} classes ({prepared.layout}, "
         f"{prepared.split_method} split) from {prepared.files_seen:,} files"
@@ -32,8 +36,10 @@ def publish_data_artifacts(prepared: PreparedDataset) -> None:
     table = pd.read_csv(prepared.manifest, keep_default_na=False, dtype=str)
     whole = len(table) <= MANIFEST_ARTIFACT_ROWS
     shown = table if whole else table[table["status"] != "kept"].head(MANIFEST_ARTIFACT_ROWS)
-    create_table_artifact(
-        key="dataset-manifest",
+    best_effort(
+        "dataset manifest table",
+        create_table_artifact,
+        key=keys.key("dataset-manifest"),
         table=shown.to_dict(orient="records"),
         description=(
             f"every file in the archive ({len(table):,})"
@@ -45,7 +51,7 @@ def publish_data_artifacts(prepared: PreparedDataset) -> None:
     )
 
 
-@task(name="prepare-dataset")
+@task(name="prepare-dataset", cache_policy=REUSED_ON_RETRY, persist_result=True)
 def prepare(
     archive: Path,
     dest: Path,
@@ -53,6 +59,7 @@ def prepare(
     seed: int,
     cache_dir: Path | None = None,
     archive_md5: str | None = None,
+    keys: ArtifactKeys | None = None,
 ) -> PreparedDataset:
     """Split the archive's images into checked train/ and val/ folders and record every file in a manifest."""
     prepared = prepare_dataset(archive, dest, settings, seed, cache_dir=cache_dir, archive_md5=archive_md5)
@@ -64,5 +71,5 @@ def prepare(
     )  # fmt: skip
     for note in prepared.notes:
         logger.info(note)
-    publish_data_artifacts(prepared)
+    publish_data_artifacts(prepared, keys_of_run(keys))
     return prepared

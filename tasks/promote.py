@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
@@ -14,7 +15,7 @@ from tuneflow.registry.promotion import PromotionDecision, promote_trained_model
 from tuneflow.records import EvalResult, PreparedDataset, TrainedModel
 
 
-@task(name="promote-model")
+@task(name="promote-model", cache_policy=NO_CACHE)
 def promote(
     trained: TrainedModel,
     evaluation: EvalResult,

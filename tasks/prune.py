@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tuneflow.formatting import byte_size
 from tuneflow.runs.retention import Removed, prune_heavy_files
 
 
-@task(name="prune-old-runs")
+@task(name="prune-old-runs", cache_policy=NO_CACHE)
 def prune_runs(data_root: Path, keep: int) -> list[Removed]:
     """Keep the heavy files of the newest `keep` finished runs; log what the older ones gave back."""
     removed = prune_heavy_files(data_root, keep)

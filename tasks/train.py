@@ -10,12 +10,13 @@ import logging
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from tuneflow.config import TrainingSettings
 from tuneflow.events import Compiled, EpochFinished, Notice, Output, Progress, ReceivedEvent, UnreadableEvent
 from tuneflow.records import PreparedDataset, TrainedModel
+from tuneflow.tasks.dashboard import ArtifactKeys, ProgressBar, keys_of_run
+from tuneflow.tasks.results import REUSED_ON_RETRY
 from tuneflow.training.worker import TrainingJob
 from tuneflow.training.process import describe_event, run_training_process
 from tuneflow.training.time_limit import TrainingTimeLimit
@@ -36,7 +37,7 @@ def log_event(logger: logging.Logger | logging.LoggerAdapter, event: ReceivedEve
         logger.log(level, message)
 
 
-@task(name="fine-tune")
+@task(name="fine-tune", cache_policy=REUSED_ON_RETRY, persist_result=True)
 def fine_tune(
     dataset: PreparedDataset,
     settings: TrainingSettings,
@@ -44,16 +45,18 @@ def fine_tune(
     seed: int,
     run_dir: Path,
     decoded_store: Path | None = None,
+    keys: ArtifactKeys | None = None,
 ) -> TrainedModel:
     """Fine-tune ResNet50 in its own process; log each epoch and move a progress artifact while it trains."""
     logger = get_run_logger()
-    progress_id = create_progress_artifact(progress=0.0, key="training-progress", description=f"training {run_dir.name}")
+    progress = ProgressBar(keys_of_run(keys).key("training-progress"), "training progress bar")
+    progress.update(0.0, description=f"training {run_dir.name}")
 
     def on_event(event: ReceivedEvent) -> None:
         log_event(logger, event)
         match event:
             case Progress(epochs_done=done, total_epochs=total) | EpochFinished(epoch=done, total_epochs=total):
-                update_progress_artifact(progress_id, progress=min(100.0, 100.0 * done / total))
+                progress.update(min(100.0, 100.0 * done / total))
 
     time_limit = TrainingTimeLimit(settings, train_images=sum(dataset.counts["train"].values()))
     logger.info(time_limit.describe_start())

@@ -3,8 +3,8 @@
 Everything a user would run, started by the test on free loopback ports with a temporary PREFECT_HOME: the
 server, `tuneflow ops apply` (work pools, alert webhook, automations of ops/), `prefect --no-prompt deploy --all`
 from the real prefect.yaml, a process worker per pool, the Drive emulator serving a tiny dataset and a webhook
-receiver standing in for Slack. The sensor deployment runs on the cpu worker; its event must make the retrain
-deployment's trigger start exactly one run on the gpu worker, with the new file ID and revision as parameters;
+receiver standing in for Slack. The sensor deployment runs on the cpu worker; for a new revision it must start
+exactly one run of the retrain deployment on the gpu worker, with the new file ID and revision as parameters;
 the server is restarted while that run trains, and the run must still complete and promote its model. The
 automations must post the promotion and a failed run to the webhook. Then a run cancelled while it trains must
 leave no training process behind. The test's finalizers stop every process group it started.
@@ -24,15 +24,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
 from tests.loopback import free_port, webhook_receiver
+from tests.prefect_api import drain_prefect_queues
 from tests.records import head_only_training
 from tuneflow.child_process import stop_process_group
 from tuneflow.report.text import escape
+from tuneflow.tasks.dashboard import ArtifactKeys
 
 pytestmark = pytest.mark.slow
 
@@ -120,21 +123,6 @@ def ops_apply(stack: LocalStack, alert_url: str) -> str:
 def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
     with running_stack(tmp_path) as stack:
         yield stack
-
-
-def drain_prefect_queues() -> None:
-    """Deliver what Prefect's process-wide log and event queues hold, and end them, while their server is up.
-
-    They are made once per process and keep the API URL they were made with. Left bound to a server a test then
-    stops, every later event of this pytest process went to that dead server, and the Prefect test harness's own
-    drain at the end of the session waited about a minute per undelivered event (a CI run stuck in teardown).
-    Drained here, the next flow in this process makes new ones for the server it reports to.
-    """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for queue in (APILogWorker, EventsWorker):
-        queue.drain_all(timeout=60)
 
 
 @contextmanager
@@ -245,7 +233,7 @@ def run_sensor(client, stack: LocalStack, deployment_id, parameters: dict | None
 
 
 def triggered_retrain_runs(client, deployment_id):
-    """Retrain runs started by the upload trigger (the weekly schedule's runs carry no Drive revision)."""
+    """Retrain runs the sensor asked for (the weekly schedule's runs carry no Drive revision)."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
@@ -269,9 +257,10 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
     from prefect.client.schemas.actions import DeploymentUpdate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.client.schemas.objects import StateType
     from prefect.events.schemas.automations import AutomationCore
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.states import Cancelling
+    from prefect.states import Cancelled, Cancelling, Pending, Scheduled
 
     from tuneflow.flows.watch_drive import EVENT_NAME, WatchDriveConfig, upload_event_id
     from tuneflow.config import DriveSettings, RetrainConfig, ServingSettings
@@ -315,6 +304,9 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         assert sensor.parameters["config"]["file_id"] == file_id
         assert [schedule.schedule.cron for schedule in retrain.schedules] == ["0 3 * * 1"]
         assert sensor.schedules[0].schedule.interval.total_seconds() == 300
+        # The sensor's own request is the only thing that starts a run for an upload: no trigger automation.
+        assert [automation.name for automation in client.read_automations()
+                if any(action.type == "run-deployment" for action in automation.actions)] == []
 
         # Point both at the emulator and shrink training to seconds: the only changes to the deployed config.
         tiny = RetrainConfig(
@@ -337,6 +329,19 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         ):
             client.delete_flow_run(scheduled_tick.id)
 
+        # After an outage of the cpu worker, the ticks it missed are all due at once. A worker without --limit
+        # hands them to the server together (each proposed Pending): the first takes the slot, and the others are
+        # cancelled instead of queueing to run back to back.
+        missed = [client.create_flow_run_from_deployment(sensor.id, state=Scheduled(
+            scheduled_time=datetime.now(timezone.utc) - timedelta(minutes=minutes))) for minutes in (15, 10, 5)]
+        for tick in missed:
+            client.set_flow_run_state(tick.id, Pending())
+        states = [client.read_flow_run(tick.id).state for tick in missed]
+        assert [state.type for state in states] == [StateType.PENDING, StateType.CANCELLED, StateType.CANCELLED], states
+        client.set_flow_run_state(missed[0].id, Cancelled())  # gives its slot back for the ticks below
+        for tick in missed:
+            client.delete_flow_run(tick.id)
+
         stack.start("worker-gpu", "worker", "start", "--pool", "gpu", "--type", "process", "--limit", "1")
         stack.start("worker-cpu", "worker", "start", "--pool", "cpu", "--type", "process", "--limit", "1")
 
@@ -346,12 +351,12 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         assert seen is not None and seen.value["revision"] == first_revision
         assert triggered_retrain_runs(client, retrain.id) == []
 
-        # 2. A new version is uploaded; the next tick emits the event and the trigger starts one retraining.
+        # 2. A new version is uploaded; the next tick asks for one retraining (and emits the upload event).
         second_revision = drive_emulator.upload_revision(file_id, another_revision_of(tiny_archive))
         run_sensor(client, stack, sensor.id)
         deadline = time.monotonic() + 120
         while not (triggered := triggered_retrain_runs(client, retrain.id)):
-            assert time.monotonic() < deadline, "the sensor's event started no retrain run (check the automation)"
+            assert time.monotonic() < deadline, "the sensor asked for no retrain run"
             time.sleep(1)
         assert len(triggered) == 1, [run.parameters for run in triggered]
         assert triggered[0].parameters["drive_file_id"] == file_id
@@ -373,7 +378,9 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
         )
         assert run.work_pool_name == "gpu" and run.infrastructure_pid, "the retrain run did not run on the gpu worker"
         artifact_keys = {artifact.key for artifact in client.read_artifacts() if artifact.flow_run_id == run.id}
-        assert {"retrain-report", "drive-dataset-download"} <= artifact_keys, artifact_keys
+        # No dataset_name in prefect.yaml: the artifacts are named after the deployment.
+        keys = ArtifactKeys.for_dataset("retrain")
+        assert {keys.key("report"), keys.key("dataset-download")} <= artifact_keys, artifact_keys
 
         run_dirs = list((data_root / "runs").iterdir())
         assert len(run_dirs) == 1, run_dirs
@@ -402,25 +409,23 @@ def test_a_new_drive_revision_retrains_once_on_the_gpu_pool_and_cancelling_stops
 
         # 3. A tick with nothing new emits nothing and starts nothing.
         run_sensor(client, stack, sensor.id)
-        # 4. A sensor that lost its memory (or was retried after emitting) re-emits the same event id. Prefect drops a
-        # duplicate id only while it remembers it (30 minutes, in the server's memory): the restart above made it
-        # forget, as any restart or a later duplicate would. The trigger starts a run, and that run ends at once,
-        # Completed, pointing at the version made: tuneflow's own check, which outlives the server's memory.
+        # 4. A sensor that lost its memory (or was retried after asking) asks again for the same revision, after the
+        # server restart above: the run's idempotency key is in the server's database, so no second run. (The
+        # re-emitted event's id was forgotten with the restart, and nothing starts a run from an event.)
         client.delete_variable_by_name(watch.variable_name)
         again = watch.model_copy(update={"trigger_on_first_run": True})
         run_sensor(client, stack, sensor.id, parameters={"config": again.model_dump(mode="json")})
         events = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT_NAME])), limit=50).events
         assert {event.id for event in events} == {upload_event_id(file_id, second_revision)}
-        deadline = time.monotonic() + 120
-        while len(triggered := triggered_retrain_runs(client, retrain.id)) < 2:
-            assert time.monotonic() < deadline, "the re-emitted upload event started no retrain run"
-            time.sleep(1)
-        repeat = [candidate for candidate in triggered if candidate.id != run.id][0]
+        assert [r.id for r in triggered_retrain_runs(client, retrain.id)] == [run.id]
+        # 5. The server forgot that run (deleted, its idempotency key with it) and the sensor asks once more: the
+        # new run ends at once, Completed, pointing at the version made: tuneflow's own check, which outlives the
+        # server's records.
+        client.delete_flow_run(run.id)
+        client.delete_variable_by_name(watch.variable_name)
+        run_sensor(client, stack, sensor.id, parameters={"config": again.model_dump(mode="json")})
+        (repeat,) = triggered_retrain_runs(client, retrain.id)
         repeat = wait_for_final_state(client, repeat.id, RETRAIN_RUN_TIMEOUT_S, stack, "worker-gpu")
-        assert len(triggered_retrain_runs(client, retrain.id)) == 2, (
-            f"the re-emitted event started more than one retrain run: "
-            f"{[(r.name, r.parameters) for r in triggered_retrain_runs(client, retrain.id)]}"
-        )
         assert repeat.state.is_completed(), f"ended {repeat.state_name}: {repeat.state.message}"
         expected = f"revision {second_revision} was already trained into model version {run_dirs[0].name}"
         deadline = time.monotonic() + 30  # a run's last log lines reach the API a moment after its final state

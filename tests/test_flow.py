@@ -5,7 +5,8 @@ the test's ResNet50 weights file (model A, promoted), then revision 2 from (emul
 weights on Drive too: revision 1 plus 20 % new photos in one class and one photo removed from another, as a week
 of uploads leaves it. The real pydrive2 client authenticates with a generated service-account key and downloads through
 `tests/drive_emulator.py`; the second run must record which Drive file, revision and MD5 it trained on, and grade
-model A only on validation photos A never trained on.
+model A only on validation photos A never trained on. Its report step fails once (a full disk) and the run is
+retried as the dashboard's Retry button does: the retry must reuse the download and the training.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import json
 import logging
 import re
 import zipfile
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import numpy as np
 import pandas as pd
@@ -33,8 +36,9 @@ from tests.drive_fixtures import (  # noqa: F401 (fixtures)
 from tests.records import head_only_training
 from tuneflow.cli import main
 from tuneflow.config import DataSettings, DriveSettings, RetrainConfig, ServingSettings, TrainingSettings
+from tuneflow.records import RunSummary
 from tuneflow.report.text import escape
-from tuneflow.tasks.fetch import DATASET_PROGRESS_KEY
+from tuneflow.tasks.dashboard import ArtifactKeys
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +47,10 @@ RUN_FILES = [
     "config.json", "manifest.csv", "model.keras", "classes.json", "history.csv", "metrics.json", "predictions.csv",
     "report.md", "report.html",
 ]  # fmt: skip
+
+
+# The artifact keys of runs started outside a deployment with no dataset_name (the first run's).
+LOCAL_KEYS = ArtifactKeys(name="local")
 
 
 def tiny_config(archive: Path, data_root: Path, **changes) -> RetrainConfig:
@@ -100,6 +108,9 @@ class OnDrive:
 def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_factory) -> Iterator[OnDrive]:
     """The tiny archive and random ResNet50 (no top) weights on the Drive emulator: stand-ins for the photos and
     the ImageNet weights a team puts on Drive; the config of a run that fetches both, with a pasted share link."""
+    # Prefect configures logging when its main module is first imported, dropping handlers added before.
+    import prefect.main  # noqa: F401
+
     logs = AllRecords()
     with pytest.MonkeyPatch.context() as patch, DriveEmulator() as emulator:
         # A proxy set on the machine must not intercept loopback requests.
@@ -114,6 +125,7 @@ def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_fa
         weights_id = emulator.add_file("resnet50-notop.weights.h5", resnet50_weights_file)
         config = RetrainConfig(
             source=f"https://drive.google.com/file/d/{file_id}/view?usp=sharing",  # pasted as users copy it
+            dataset_name="Food on Drive",  # its dashboard artifacts apart from the first run's (no name: "local")
             data_root=tmp_path_factory.mktemp("data"),
             training=TrainingSettings(weights=f"drive://{weights_id}", image_size=32, batch_size=4, epochs=1,
                                       fine_tune_epochs=0),
@@ -132,17 +144,97 @@ def on_drive(tiny_archive, resnet50_weights_file, test_key: TestKey, tmp_path_fa
                 logging.getLogger(name).removeHandler(logs)
 
 
-@pytest.fixture(scope="module")
-def two_runs(prefect_server, tiny_archive, on_drive, resnet50_weights_file):
-    """Revision 1 from the local zip and weights file, then revision 2 from Drive, into one data root with one seed.
+@dataclass
+class RetriedRun:
+    """A run whose report step failed once, then retried from the dashboard."""
 
-    Both train the head only (what the flow does around training is what is checked here; training from random
-    weights, all of ResNet50 trainable, runs end to end in `make demo` and the field check)."""
+    summary: RunSummary
+    flow_run_id: UUID
+    first_attempt: str  # the failed attempt's state message
+    drive_requests_during_retry: int
+
+
+def retry_from_the_dashboard(flow, flow_run_id: UUID):
+    """What the dashboard's Retry button and then a worker do: the failed flow run goes AwaitingRetry, and the same
+    flow run runs again from the top with its parameters."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, AwaitingRetry(message="Retry from the UI"))
+        flow_run = client.read_flow_run(flow_run_id)
+    return run_flow(flow, flow_run=flow_run, parameters=flow_run.parameters)
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_server, tiny_archive, on_drive, resnet50_weights_file) -> RunSummary:
+    """Revision 1 from the local zip and weights file. Both runs train the head only (what the flow does around
+    training is what is checked here; training from random weights, all of ResNet50 trainable, runs end to end in
+    `make demo` and the field check)."""
     from tuneflow.flows.retrain import retrain
 
-    first = tiny_config(tiny_archive, on_drive.config.data_root,
-                        training=head_only_training(resnet50_weights_file, batch_size=4, epochs=1))
-    return retrain(first), retrain(on_drive.config)
+    return retrain(tiny_config(tiny_archive, on_drive.config.data_root,
+                               training=head_only_training(resnet50_weights_file, batch_size=4, epochs=1)))
+
+
+@pytest.fixture(scope="module")
+def retried_second_run(first_run, on_drive) -> RetriedRun:
+    """Revision 2 from Drive into the same data root; its report step finds the disk full once, and the failed run
+    is retried from the dashboard."""
+    import tuneflow.tasks.report as report_step
+    from tuneflow.flows.retrain import retrain
+
+    write_run_report, full = report_step.write_run_report, []
+
+    def full_disk_once(content, run_dir):
+        if not full:
+            full.append(run_dir)
+            raise OSError(28, "No space left on device", str(run_dir / "report.html"))
+        return write_run_report(content, run_dir)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report_step, "write_run_report", full_disk_once)
+        failed = retrain(on_drive.config, return_state=True)
+        assert failed.is_failed() and full, failed
+        requests = on_drive.emulator.count()
+        summary = retry_from_the_dashboard(retrain, failed.state_details.flow_run_id)
+    return RetriedRun(summary=summary, flow_run_id=failed.state_details.flow_run_id, first_attempt=failed.message,
+                      drive_requests_during_retry=on_drive.emulator.count() - requests)
+
+
+@pytest.fixture(scope="module")
+def two_runs(first_run, retried_second_run):
+    """Revision 1 from the local zip, then revision 2 from Drive, into one data root with one seed."""
+    return first_run, retried_second_run.summary
+
+
+def test_a_run_retried_after_its_report_failed_neither_downloads_nor_trains_again(first_run, retried_second_run,
+                                                                                 on_drive):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    retried = retried_second_run
+    assert "No space left on device" in retried.first_attempt
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[retried.flow_run_id])))
+    states = defaultdict(list)  # step -> the state of each of its task runs, first attempt first
+    for task_run in sorted(task_runs, key=lambda task_run: task_run.created):
+        states[task_run.name.rsplit("-", 1)[0]].append(task_run.state.name)
+    for step in ("open-run-folder", "fetch-dataset", "fetch-weights", "prepare-dataset", "fine-tune",
+                 "evaluate-model"):
+        assert states[step] == ["Completed", "Cached"], (step, dict(states))
+    # Promotion and the report act again (the promotion keeps what the first attempt decided; test below).
+    assert states["promote-model"] == ["Completed", "Completed"] and states["write-report"] == ["Failed", "Completed"]
+    assert retried.drive_requests_during_retry == 0
+    # The retry kept the first attempt's decision, a comparison with model A, instead of comparing with itself.
+    recorded = json.loads((retried.summary.run_dir / "promotion.json").read_text())
+    assert (retried.summary.promoted, retried.summary.promotion_reason) == (recorded["promoted"], recorded["reason"])
+    assert f"for the model in use ({first_run.model_version})" in recorded["reason"]
+    # Kept on the data root, where a retry on another worker finds them too.
+    assert list((on_drive.config.data_root / "cache" / "results").iterdir())
+    assert (retried.summary.run_dir / "report.md").is_file()
 
 
 def split_listing(run_dir: Path) -> list[str]:
@@ -176,11 +268,12 @@ def test_report_and_artifacts_summarise_the_data(two_runs):
     assert "- layout: Food-101 (images/&lt;class&gt;/ + meta/) under food-101/" in data
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-counts", "dataset-manifest"]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[LOCAL_KEYS.key("dataset-counts"),
+                                                                        LOCAL_KEYS.key("dataset-manifest")]))
         )
-    # Both runs published under these keys; the first run's tables are among them.
-    counts = [json.loads(artifact.data) for artifact in artifacts if artifact.key == "dataset-counts"]
-    manifests = [json.loads(artifact.data) for artifact in artifacts if artifact.key == "dataset-manifest"]
+    # The first run's tables, under the keys of runs with no dataset name outside a deployment.
+    counts = [json.loads(artifact.data) for artifact in artifacts if artifact.key == LOCAL_KEYS.key("dataset-counts")]
+    manifests = [json.loads(a.data) for a in artifacts if a.key == LOCAL_KEYS.key("dataset-manifest")]
     assert any({"class": "all classes", "train": 24, "val": 6, "total": 30} in table for table in counts)
     manifest = pd.read_csv(two_runs[0].run_dir / "manifest.csv", keep_default_na=False, dtype=str)
     assert len(manifest) == 33 and 33 in [len(table) for table in manifests]
@@ -289,7 +382,8 @@ def test_split_is_stratified_and_keeps_every_photo(two_runs, tiny_archive):
 
 
 def test_an_upload_already_trained_on_is_not_trained_again(two_runs, on_drive):
-    """What the upload trigger does when it fires twice for one revision: the run ends at once, naming the version."""
+    """What a run the sensor asked for does when its revision was already trained: it ends at once, naming the
+    version."""
     from tuneflow.flows.retrain import retrain
 
     second = two_runs[1]
@@ -348,7 +442,8 @@ def test_second_run_records_the_drive_file_revision_and_md5_it_trained_on(two_ru
     assert second.weights == f"drive://{on_drive.weights_id}"
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[DATASET_PROGRESS_KEY])))
+        key = ArtifactKeys.for_dataset(on_drive.config.dataset_name).key("dataset-download")
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     assert artifacts and artifacts[0].type == "progress" and float(artifacts[0].data) == 100.0
 
 
@@ -415,19 +510,26 @@ def test_archive_with_one_class_is_refused(prefect_server, tmp_path):
         retrain(tiny_config(one_class, tmp_path / "data"))
 
 
-def test_dashboard_gets_the_report_and_a_finished_training_progress(two_runs):
+def test_dashboard_gets_the_report_and_a_finished_training_progress_under_each_datasets_keys(two_runs, on_drive):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    with get_client(sync_client=True) as client:
-        progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["training-progress"])))
-        reports = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retrain-report"])))
-    # Each run adds a version under the same keys (other flows on this server too), in no particular order.
-    for run in two_runs:
-        (bar,) = [artifact for artifact in progress if artifact.description == f"training {run.run_dir.name}"]
+    def published(key: str) -> list:
+        with get_client(sync_client=True) as client:
+            return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    # The first run has no dataset name, the second is "Food on Drive": two histories, one per dataset.
+    keys = [LOCAL_KEYS, ArtifactKeys.for_dataset(on_drive.config.dataset_name)]
+    assert keys[1].key("report") == "tuneflow-food-on-drive-report"
+    for run, own, other in ((two_runs[0], keys[0], keys[1]), (two_runs[1], keys[1], keys[0])):
+        # Other tests' flows on this server may add versions under the local keys too, in no particular order.
+        bars = published(own.key("training-progress"))
+        (bar,) = [a for a in bars if a.description == f"training {run.run_dir.name}"]
         assert bar.type == "progress" and float(bar.data) == 100.0
-        (report,) = [artifact for artifact in reports if artifact.data.startswith(f"# Retraining run {run.run_dir.name}\n")]
+        heading = f"# Retraining run {run.run_dir.name}\n"
+        (report,) = [a for a in published(own.key("report")) if a.data.startswith(heading)]
         assert f"{run.accuracy:.2%}" in report.data and run.promotion_reason in report.data
+        assert not [a for a in published(other.key("report")) if a.data.startswith(heading)]
 
 
 def test_training_logs_reach_the_run_folder_and_history_has_every_epoch(two_runs):

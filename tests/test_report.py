@@ -26,7 +26,8 @@ from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.dataset.prepare import prepare_dataset
 from tuneflow.report.dashboard import locate_report
 from tuneflow.report.text import escape
-from tuneflow.tasks.report import HTML_LINK_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, publish_artifacts
+from tuneflow.tasks.dashboard import ARTIFACT_TYPES, ArtifactKeys
+from tuneflow.tasks.report import publish_artifacts
 from tuneflow.imaging.pipeline import list_split
 from tests.records import FOOD101_CLASSES, made_up_predictions, synthetic_predictions, training_record
 from tests.test_deployments import running_stack
@@ -276,7 +277,7 @@ def read_artifacts(key: str) -> list:
 
 
 @pytest.mark.slow  # starts a Prefect server
-def test_dashboard_artifacts_under_stable_keys(run, dashboard_server):
+def test_dashboard_artifacts_under_keys_of_their_dataset_each_of_one_type(run, dashboard_server):
     from prefect import flow
 
     from prefect.runtime import flow_run
@@ -284,22 +285,23 @@ def test_dashboard_artifacts_under_stable_keys(run, dashboard_server):
     html = run["files"].html
     served = locate_report(html, RUN_ID, "https://files.example/tuneflow/runs/folders/", "gpu-worker-1")
     on_worker = locate_report(html, RUN_ID, None, "gpu-worker-1")
+    food, flowers = ArtifactKeys.for_dataset("Food"), ArtifactKeys.for_dataset("flowers")
 
     @flow
-    def publish(location):
-        publish_artifacts(run["content"], location)
+    def publish(location, keys):
+        publish_artifacts(run["content"], location, keys)
         return flow_run.id
 
-    # Two runs, as two scheduled runs would: each adds a version under the same keys. The first one's run folders
-    # are served over HTTP (storage.report_base_url), the second's are only on the worker's disk.
-    first, second = publish(served), publish(on_worker)
+    # Two runs of one dataset, as two scheduled runs would: each adds a version under the same keys. The first
+    # one's run folders are served over HTTP (storage.report_base_url), the second's are only on the worker's
+    # disk. A third run is another deployment's, of another dataset.
+    first, second, other = publish(served, food), publish(on_worker, food), publish(served, flowers)
     ours = {first, second}
 
     def published(key):
         return [a for a in read_artifacts(key) if str(a.flow_run_id) in ours]
 
-    summary, table, link = (published(key) for key in
-                            (SUMMARY_ARTIFACT_KEY, PER_CLASS_ARTIFACT_KEY, HTML_LINK_ARTIFACT_KEY))
+    summary, table, link = (published(food.key(what)) for what in ("report", "per-class-metrics", "report-html"))
     assert len(summary) == len(table) == len(link) == 2
     assert f"{run['metrics'].accuracy:.2%}" in summary[0].data and escape(run["decision"].reason) in summary[0].data
     rows = table[0].data if isinstance(table[0].data, list) else json.loads(table[0].data)
@@ -307,12 +309,18 @@ def test_dashboard_artifacts_under_stable_keys(run, dashboard_server):
     top = run["metrics"].per_class[rows[0]["class"]]
     assert (rows[0]["support"], rows[0]["f1"]) == (top.support, pytest.approx(top.f1, abs=1e-4))
     by_run = {str(a.flow_run_id): a for a in link}
-    # Prefect stores a link artifact as markdown: [text](link).
-    assert by_run[str(first)].data == f"[report.html of run {RUN_ID}](https://files.example/tuneflow/runs/folders/{RUN_ID}/report.html)"
+    url = f"https://files.example/tuneflow/runs/folders/{RUN_ID}/report.html"
+    assert f"[Open report.html]({url})" in by_run[str(first)].data
     where = by_run[str(second)]
     # Without a URL: where the file is and how to copy it, and no link that would open only on the worker.
     assert "file://" not in where.data and "](" not in where.data
     assert f"`{html.resolve()}`" in where.data and f"scp gpu-worker-1:{html.resolve()} ." in where.data
+    # One type per key, whatever the run: the dashboard shows each key's history as one series.
+    for what, kind in ARTIFACT_TYPES.items():
+        assert {a.type for a in published(food.key(what))} <= {kind}, what
+    # The other dataset's run wrote into its own keys only.
+    assert [str(a.flow_run_id) for a in read_artifacts(flowers.key("report"))] == [str(other)]
+    assert str(other) not in {str(a.flow_run_id) for a in read_artifacts(food.key("report"))}
 
 
 # --- the page in a real browser ---------------------------------------------------------------------------
@@ -600,7 +608,7 @@ def test_history_artifact_across_three_runs_read_back_through_the_api(dashboard_
     from prefect.runtime import flow_run
 
     from tuneflow.report.history import history_chart, read_history
-    from tuneflow.tasks.report import HISTORY_ARTIFACT_KEY, publish_history
+    from tuneflow.tasks.report import publish_history
 
     data_root = tmp_path / "data"
 
@@ -609,12 +617,12 @@ def test_history_artifact_across_three_runs_read_back_through_the_api(dashboard_
         """What each retraining run adds to the registry, then the history it publishes."""
         store_stand_in_version(data_root, version, version_details(accuracy, f"rev-{version[-1]}"), promoted)
         versions = read_history(data_root)
-        publish_history(versions, history_chart(versions))
+        publish_history(versions, history_chart(versions), ArtifactKeys.for_dataset("history-test"))
         return flow_run.id
 
     runs = [retraining("20261101-030000-aaaaa1", 0.70, True), retraining("20261108-030000-aaaaa2", 0.65, False),
             retraining("20261115-030000-aaaaa3", 0.80, True)]
-    published = {str(a.flow_run_id): a for a in read_artifacts(HISTORY_ARTIFACT_KEY)}
+    published = {str(a.flow_run_id): a for a in read_artifacts(ArtifactKeys.for_dataset("history-test").key("history"))}
     first, second, third = (published[str(run)] for run in runs)
     assert len(history_rows(first.data)) == 1 and len(history_rows(second.data)) == 2
     table = history_rows(third.data)
@@ -642,11 +650,12 @@ def test_report_artifact_in_the_prefect_ui_decodes_every_image_and_shows_names_a
 
     @flow
     def publish():
-        publish_artifacts(content, locate_report(hostile_run["files"].html, RUN_ID, None, "gpu-worker-1"))
+        publish_artifacts(content, locate_report(hostile_run["files"].html, RUN_ID, None, "gpu-worker-1"), keys)
         return flow_run.id
 
+    keys = ArtifactKeys.for_dataset("hostile")
     run_id = str(publish())
-    (report,) = [a for a in read_artifacts(SUMMARY_ARTIFACT_KEY) if str(a.flow_run_id) == run_id]
+    (report,) = [a for a in read_artifacts(keys.key("report")) if str(a.flow_run_id) == run_id]
     browser.get(f"{dashboard_server.url}/artifacts/artifact/{report.id}")
     expected = 3 + len(content.mistakes)  # per class, confusion, training curves, one per mistake
 

@@ -137,6 +137,13 @@ class RetrainConfig(BaseModel):
     serving: ServingSettings = Field(
         default_factory=ServingSettings, description="Where the model in use is exported for TF Serving."
     )
+    dataset_name: str | None = Field(
+        None,
+        max_length=100,
+        description="Names this dataset's dashboard artifacts (tuneflow-<name>-report, ...; lowercased, other "
+        "characters become dashes), so two deployments never share an artifact's history. Unset: the deployment's "
+        "name ('local' for a run not started from a deployment).",
+    )
     seed: int = Field(42, ge=0, description="Seed for the split, weight initialisation and shuffling.")
     drive: DriveSettings = Field(
         default_factory=DriveSettings, description="How Google Drive sources and weights are fetched."

@@ -9,7 +9,7 @@
   5. on a promotion, exports it for TF Serving as the next serving version (tuneflow.registry.serving): written before
      `current` switches (a failed export leaves everything as it was), renamed into place after.
 A photo the model in use trained on would flatter it: after every upload, about half of a reshuffled validation
-set used to be such photos, holding back exactly the models the upload trigger exists for.
+set used to be such photos, holding back exactly the models the Drive sensor asks for.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from tuneflow.atomic_files import write_text_atomically
 from tuneflow.fetch.archives import FetchedArchive
 from tuneflow.atomic_files import write_json_atomically
 from tuneflow.formatting import percent, points
@@ -45,6 +46,8 @@ from tuneflow.registry.serving import discard_staged, publish_serving_version, s
 COMPARISON_TOLERANCE = 1e-9
 # The model in use, scored on this run's validation photos it never trained on, next to predictions.csv.
 BASELINE_PREDICTIONS_FILE = "current_model_predictions.csv"
+# What the promote step decided, in the run folder: a retry of the run finds it (see promote_trained_model).
+DECISION_FILE = "promotion.json"
 
 
 class Baseline(BaseModel):
@@ -255,52 +258,83 @@ def promote_trained_model(
     Reading `current`, comparing and switching is one critical section (the registry's promotion lock): a run that
     finishes while another promotes waits, then compares itself with whatever that one left in use.
     """
-    version = run_dir.name
-    with promotion_lock(data_root, version, notify):
-        baseline = score_current_model(data_root, dataset, trained.classes, evaluation.predictions_path, run_dir,
-                                       decoded_store)
-        promoted, reason = decide_promotion(version, evaluation.accuracy, trained.classes, baseline, settings)
-        version_dir = models_dir(data_root) / version
-        # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
-        # Any other model under an existing version name makes store_version refuse, naming the folder.
-        if not (version_dir.is_dir() and filecmp.cmp(version_dir / MODEL_FILE, trained.model_path, shallow=False)):
-            training_photos = photos_on_side(dataset, "train")
-            details = {
-                "run_dir": str(run_dir),
-                "accuracy": evaluation.accuracy,
-                "classes": trained.classes,
-                "training_photos": len(training_photos),
-                "validation_photos": evaluation.num_images,
-                "macro_f1": macro_f1(evaluation),
-                # What this run decided; the history (tuneflow.report.history) shows it for every version.
-                "promoted": promoted,
-                "archive": archive.model_dump(mode="json", exclude={"path"}) if archive else None,
-            }
-            version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos,
-                                        notify)
-        serving_version_dir = None
-        if promoted:
-            staged = (stage_serving_version(version_dir, version, data_root, serving)
-                      if serving.export_on_promotion else None)
-            try:
-                point_current_at(data_root, version)
-                if staged is not None:
-                    serving_version_dir = publish_serving_version(staged, data_root, serving)
-                    notify(f"exported {version} for TF Serving as {serving_version_dir}")
-            except BaseException:
-                discard_staged(staged)
-                raise
-    decision = PromotionDecision(
-        promoted=promoted,
-        reason=reason,
-        version=version,
-        version_dir=version_dir,
-        accuracy=evaluation.accuracy,
-        baseline=baseline,
-        margin=settings.margin,
-        forced=settings.force,
-        serving_version_dir=serving_version_dir,
-    )
+    with promotion_lock(data_root, run_dir.name, notify):
+        if (decision := decision_still_in_force(run_dir, data_root)) is not None:
+            notify(f"an earlier attempt of this run decided, and the registry still says so: {decision.summary}")
+        else:
+            decision = decide_and_apply(trained, evaluation, dataset, settings, serving, data_root, run_dir, archive,
+                                        notify, decoded_store)
     if evaluation.metrics_path.is_file():
         record_in_metrics(evaluation.metrics_path, decision)
     return decision
+
+
+def decide_and_apply(
+    trained: TrainedModel,
+    evaluation: EvalResult,
+    dataset: PreparedDataset,
+    settings: PromotionSettings,
+    serving: ServingSettings,
+    data_root: Path,
+    run_dir: Path,
+    archive: FetchedArchive | None,
+    notify: Callable[[str], None],
+    decoded_store: Path | None,
+) -> PromotionDecision:
+    """Compare with the model in use, store the version, and switch and export if it wins (under the lock)."""
+    version = run_dir.name
+    baseline = score_current_model(data_root, dataset, trained.classes, evaluation.predictions_path, run_dir,
+                                   decoded_store)
+    promoted, reason = decide_promotion(version, evaluation.accuracy, trained.classes, baseline, settings)
+    version_dir = models_dir(data_root) / version
+    # A resumed run (resume_run_id) may have stored this very model before it was interrupted: reuse it.
+    # Any other model under an existing version name makes store_version refuse, naming the folder.
+    if not (version_dir.is_dir() and filecmp.cmp(version_dir / MODEL_FILE, trained.model_path, shallow=False)):
+        training_photos = photos_on_side(dataset, "train")
+        details = {
+            "run_dir": str(run_dir),
+            "accuracy": evaluation.accuracy,
+            "classes": trained.classes,
+            "training_photos": len(training_photos),
+            "validation_photos": evaluation.num_images,
+            "macro_f1": macro_f1(evaluation),
+            # What this run decided; the history (tuneflow.report.history) shows it for every version.
+            "promoted": promoted,
+            "archive": archive.model_dump(mode="json", exclude={"path"}) if archive else None,
+        }
+        version_dir = store_version(trained.model_path.parent, data_root, version, details, training_photos, notify)
+    decision = PromotionDecision(promoted=promoted, reason=reason, version=version, version_dir=version_dir,
+                                 accuracy=evaluation.accuracy, baseline=baseline, margin=settings.margin,
+                                 forced=settings.force)
+    # Recorded before `current` moves: a retry after a crash in between finds `current` unchanged and decides
+    # again, where it would otherwise compare the model with itself.
+    write_text_atomically(run_dir / DECISION_FILE, decision.model_dump_json(indent=2) + "\n")
+    if promoted:
+        staged = (stage_serving_version(version_dir, version, data_root, serving)
+                  if serving.export_on_promotion else None)
+        try:
+            point_current_at(data_root, version)
+            if staged is not None:
+                serving_dir = publish_serving_version(staged, data_root, serving)
+                decision = decision.model_copy(update={"serving_version_dir": serving_dir})
+                write_text_atomically(run_dir / DECISION_FILE, decision.model_dump_json(indent=2) + "\n")
+                notify(f"exported {version} for TF Serving as {serving_dir}")
+        except BaseException:
+            discard_staged(staged)
+            raise
+    return decision
+
+
+def decision_still_in_force(run_dir: Path, data_root: Path) -> PromotionDecision | None:
+    """The decision an earlier attempt of this run recorded, if the registry is still as it left it.
+
+    A run retried after its promote step (say its report failed) must not decide again: its model may be in use
+    by now, and would be compared with itself. If `current` has moved since (a rollback, a later run), the
+    recorded decision no longer holds and the run decides afresh against the model now in use.
+    """
+    record = run_dir / DECISION_FILE
+    if not record.is_file():
+        return None
+    earlier = PromotionDecision.model_validate_json(record.read_text())
+    stored = (earlier.version_dir / MODEL_FILE).is_file()
+    return earlier if stored and earlier.current_version == current_version(data_root) else None

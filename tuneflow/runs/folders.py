@@ -83,9 +83,9 @@ def describe_archive(archive: FetchedArchive) -> str:
 def earlier_run_for_upload(data_root: Path, drive_file_id: str, drive_revision: str) -> RunSummary | None:
     """The summary of the model version already trained on this Drive upload, or None if there is none yet.
 
-    The upload trigger can fire twice for one upload: Prefect drops a repeated event id only while its in-memory
-    cache remembers it (30 minutes, lost on a server restart), and a sensor that lost its Variable emits again.
-    The model registry remembers for good: every version records the Drive file and revision it trained on.
+    The sensor asks for one run per upload under an idempotency key the server keeps with the run; a run deleted
+    from the server takes its key with it, and the sensor may then ask again. The model registry remembers for
+    good: every version records the Drive file and revision it trained on.
     """
     version = version_trained_on(data_root, drive_file_id, drive_revision)
     if version is None:

@@ -24,9 +24,9 @@ find_bin() {
     echo "$PG_BIN"
     return
   fi
-  local dir
-  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-  if [[ -n "$dir" && -x "$dir/pg_ctl" && -x "$dir/initdb" ]]; then echo "$dir"; return; fi
+  local versions=(/usr/lib/postgresql/*/bin) dir  # the pattern itself when nothing matches: no pg_ctl in it
+  dir="$(printf '%s\n' "${versions[@]}" | sort -V | tail -n 1)"
+  if [[ -x "$dir/pg_ctl" && -x "$dir/initdb" ]]; then echo "$dir"; return; fi
   if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then dirname "$(command -v pg_ctl)"; return; fi
   die "no PostgreSQL server binaries (initdb, pg_ctl) in /usr/lib/postgresql/*/bin or on PATH; $INSTALL_HINT"
 }

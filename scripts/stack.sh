@@ -27,6 +27,9 @@ export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-1
 # workers ride out a server restart (make stack-restart-server) or a short outage. The work pools' templates
 # (ops/work-pools/) set both for runs started elsewhere.
 export PREFECT_CLIENT_MAX_RETRIES="${PREFECT_CLIENT_MAX_RETRIES:-7}"
+# Prefect hides the errors clients retry, SQLite's "database is locked" among them, from the server's log: shown,
+# they tell when SQLite stops being enough (docs/operations.md).
+export PREFECT_SERVER_LOG_RETRYABLE_ERRORS="${PREFECT_SERVER_LOG_RETRYABLE_ERRORS:-true}"
 
 die() { echo "stack: $*" >&2; exit 1; }
 

@@ -159,6 +159,7 @@ def running_stack(tmp_path: Path, postgres: bool = False) -> Iterator[LocalStack
             "PREFECT_HOME": str(tmp_path / "prefect-home"),
             "PREFECT_API_URL": f"{url}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",  # as make stack: SQLite's lock errors show in server.log
             "PREFECT_WORKER_QUERY_SECONDS": "2",  # workers poll every 2 s instead of 10: shorter waits, same path
             "KERAS_HOME": str(tmp_path / "keras"),
             "NO_PROXY": "127.0.0.1,localhost",

@@ -73,15 +73,21 @@ bench: $(INSTALLED)
 
 # A local Prefect server, the work pools, alerts and automations of ops/ (`tuneflow ops apply`; alerts go to
 # TUNEFLOW_ALERT_URL), the deployments of prefect.yaml and a worker per pool; prints the dashboard URL. Everything (ports, database, logs) under data/stack/. See docs/operations.md.
+# DB: the server's database, sqlite (embedded, a file under data/stack/home) or postgres (a PostgreSQL that
+# scripts/postgres.sh starts from data/stack/postgres; stack-down stops it).
+DB ?= sqlite
+# stack-down and stack-restart-server act on the database the stack was started with, so they pass DB on only
+# when it was given (a DB=... that differs from the running stack's is refused, never silently switched).
+GIVEN_DB := $(if $(filter command line environment environment override,$(origin DB)),DB=$(DB))
 stack: $(INSTALLED)
-	BIN=$(BIN) scripts/stack.sh up
+	BIN=$(BIN) DB=$(DB) scripts/stack.sh up
 
 stack-down:
-	BIN=$(BIN) scripts/stack.sh down
+	BIN=$(BIN) $(GIVEN_DB) scripts/stack.sh down
 
 # The server alone, stopped and started again on the same port and database (as an upgrade does); runs keep going.
 stack-restart-server:
-	BIN=$(BIN) scripts/stack.sh restart-server
+	BIN=$(BIN) $(GIVEN_DB) scripts/stack.sh restart-server
 
 clean-runs:
 	rm -rf data/runs data/sample

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A whole local Prefect stack on one machine: `scripts/stack.sh up` (make stack), `scripts/stack.sh down`
 # (make stack-down) and `scripts/stack.sh restart-server` (make stack-restart-server: the server alone, on the same
-# port and database, as an upgrade would). Server (SQLite), work pools, alerts and automations from ops/
-# (`tuneflow ops apply`), deployments from prefect.yaml and one worker per pool; every port, database, log and pid
-# file stays under data/stack/.
+# port and database, as an upgrade would). Server, work pools, alerts and automations from ops/ (`tuneflow ops apply`),
+# deployments from prefect.yaml and one worker per pool; every port, database, log and pid file stays under
+# data/stack/. The server's database is DB=sqlite (the default: a file under data/stack/home) or DB=postgres (a
+# PostgreSQL that scripts/postgres.sh starts from data/stack/postgres; `down` stops it, `restart-server` leaves it
+# running). `down` and `restart-server` act on the database the stack was started with.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,8 +27,22 @@ export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-1
 # workers ride out a server restart (make stack-restart-server) or a short outage. The work pools' templates
 # (ops/work-pools/) set both for runs started elsewhere.
 export PREFECT_CLIENT_MAX_RETRIES="${PREFECT_CLIENT_MAX_RETRIES:-7}"
+# Prefect hides the errors clients retry, SQLite's "database is locked" among them, from the server's log: shown,
+# they tell when SQLite stops being enough (docs/operations.md).
+export PREFECT_SERVER_LOG_RETRYABLE_ERRORS="${PREFECT_SERVER_LOG_RETRYABLE_ERRORS:-true}"
 
 die() { echo "stack: $*" >&2; exit 1; }
+
+PG_DIR="$STACK/postgres"
+DB="${DB:-}"
+case "$DB" in
+  ""|sqlite|postgres) ;;
+  *) die "unknown DB=$DB: use DB=sqlite (the default, a file under data/stack/home) or DB=postgres (PostgreSQL, started under data/stack/postgres)" ;;
+esac
+# Whatever database the caller's environment names, the stack's server uses the one DB chooses.
+unset PREFECT_API_DATABASE_CONNECTION_URL PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+recorded_db() { cat "$STACK/db" 2>/dev/null || echo sqlite; }
 
 free_port() {
   "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -51,20 +67,32 @@ wait_until_ready() {
   done
 }
 
+# The server's database: SQLite's file is Prefect's default; PostgreSQL is started (or found running) first.
 start_server() {
-  local port="$1"
-  echo "stack: starting the Prefect server on http://127.0.0.1:$port (SQLite under $PREFECT_HOME)"
+  local port="$1" db; db="$(recorded_db)"
+  if [[ "$db" == postgres ]]; then
+    PREFECT_API_DATABASE_CONNECTION_URL="$(PYTHON="$PYTHON" "$ROOT/scripts/postgres.sh" start "$PG_DIR")" \
+      || die "PostgreSQL did not start (see above)"
+    export PREFECT_API_DATABASE_CONNECTION_URL
+    echo "stack: starting the Prefect server on http://127.0.0.1:$port (PostgreSQL, data in $PG_DIR/data)"
+  else
+    echo "stack: starting the Prefect server on http://127.0.0.1:$port (SQLite under $PREFECT_HOME)"
+  fi
   start server "$PREFECT" server start --host 127.0.0.1 --port "$port"
   wait_until_ready "http://127.0.0.1:$port/api/health"
 }
 
 up() {
   [[ -x "$PREFECT" ]] || die "no Prefect CLI at $PREFECT; run \`make install\` first (or set BIN=path/to/venv/bin)"
+  local db="${DB:-sqlite}"
   if alive server; then
-    echo "stack: already running at $(cat "$STACK/url"); \`make stack-down\` stops it"
+    [[ "$(recorded_db)" == "$db" ]] || die "already running on $(recorded_db) at $(cat "$STACK/url"), not $db;" \
+      "\`make stack-down\` first, then \`make stack DB=$db\`"
+    echo "stack: already running at $(cat "$STACK/url") ($db); \`make stack-down\` stops it"
     return
   fi
   mkdir -p "$STACK/logs" "$STACK/pids" "$PREFECT_HOME"
+  echo "$db" >"$STACK/db"
   local port; port="$(free_port)"
   local url="http://127.0.0.1:$port"
   export PREFECT_API_URL="$url/api"
@@ -88,9 +116,13 @@ up() {
 
   # Workers run the tuneflow installed in $BIN's environment; the pull step changes into TUNEFLOW_WORK_DIR, so
   # runs keep their models under this checkout's data/.
+  # The gpu worker takes one run at a time (one GPU). The cpu worker has no --limit: watch-drive's own
+  # concurrency_limit (CANCEL_NEW, prefect.yaml) cancels ticks that pile up behind a slow or missed one, which a
+  # worker limit would instead queue and run back to back.
   for pool in gpu cpu; do
+    limit=(); [[ "$pool" == gpu ]] && limit=(--limit 1)
     TUNEFLOW_WORK_DIR="$ROOT" TUNEFLOW_DATA_ROOT="${TUNEFLOW_DATA_ROOT:-$ROOT/data}" \
-      start "worker-$pool" "$PREFECT" worker start --pool "$pool" --type process --limit 1
+      start "worker-$pool" "$PREFECT" worker start --pool "$pool" --type process "${limit[@]}"
   done
   sleep 2
   for pool in gpu cpu; do alive "worker-$pool" || die "the $pool worker exited; see $STACK/logs/worker-$pool.log"; done
@@ -99,7 +131,7 @@ up() {
 stack: up. Dashboard: $url
   deployments:  $url/deployments
   work pools:   $url/work-pools
-  automations:  $url/automations   (the retrain trigger, crash-zombie-flows and the tuneflow-alert-* ones)
+  automations:  $url/automations   (crash-zombie-flows and the tuneflow-alert-* ones)
   logs:         $STACK/logs/
   use the CLI against it:  export PREFECT_API_URL=$PREFECT_API_URL
   stop it all:  make stack-down
@@ -125,6 +157,8 @@ stop() {
 # concurrency limit is counted by the server from the runs' states).
 restart_server() {
   alive server || die "no stack server is running; \`make stack\` starts one"
+  [[ -z "$DB" || "$DB" == "$(recorded_db)" ]] \
+    || die "the stack runs on $(recorded_db), not DB=$DB: its server restarts on the same database (leave DB unset)"
   local url; url="$(cat "$STACK/url")"
   export PREFECT_API_URL="$url/api"
   local started=$SECONDS
@@ -138,6 +172,10 @@ down() {
   stop worker-gpu
   stop worker-cpu
   stop server
+  if [[ -f "$PG_DIR/data/postmaster.pid" ]]; then
+    PYTHON="$PYTHON" "$ROOT/scripts/postgres.sh" stop "$PG_DIR" 2>&1 | sed 's/^/stack: /' \
+      || die "PostgreSQL did not stop; see $PG_DIR/postgres.log"
+  fi
   rm -f "$STACK/url"
   echo "stack: down (database and logs kept under $STACK; delete it to start afresh)"
 }

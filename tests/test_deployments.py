@@ -1,7 +1,8 @@
 """The deployments of prefect.yaml on a real `prefect server start`: a new Drive revision retrains on the gpu pool.
 
 Everything a user would run, started by the test on free loopback ports with a temporary PREFECT_HOME: the
-server, `tuneflow ops apply` (work pools, alert webhook, automations of ops/), `prefect --no-prompt deploy --all`
+server (on a PostgreSQL of its own, started as `make stack DB=postgres` starts it, where PostgreSQL is installed:
+tests/prefect_database.py), `tuneflow ops apply` (work pools, alert webhook, automations of ops/), `prefect --no-prompt deploy --all`
 from the real prefect.yaml, a process worker per pool, the Drive emulator serving a tiny dataset and a webhook
 receiver standing in for Slack. The sensor deployment runs on the cpu worker; for a new revision it must start
 exactly one run of the retrain deployment on the gpu worker, with the new file ID and revision as parameters;
@@ -22,7 +23,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,6 +33,7 @@ import pytest
 from tests.drive_fixtures import drive_emulator, key_file, test_key  # noqa: F401 (fixtures)
 from tests.loopback import free_port, webhook_receiver
 from tests.prefect_api import drain_prefect_queues
+from tests.prefect_database import server_database
 from tests.records import head_only_training
 from tuneflow.child_process import stop_process_group
 from tuneflow.report.text import escape
@@ -50,11 +52,13 @@ RETRAIN_RUN_TIMEOUT_S = 600
 
 @dataclass
 class LocalStack:
-    """A running `prefect server start` and the environment every CLI call and worker gets."""
+    """A running `prefect server start` and the environment every CLI call and worker gets; the server alone gets
+    `server_env` too (its database)."""
 
     url: str
     env: dict[str, str]
     logs: Path
+    server_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -68,16 +72,17 @@ class LocalStack:
         assert result.returncode == 0, f"`prefect {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> None:
         log = (self.logs / f"{name}.log").open("w")
         self.processes[name] = subprocess.Popen(
-            [str(PREFECT), *args], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [str(PREFECT), *args], cwd=REPO, env={**self.env, **(extra_env or {})}, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
     def start_server(self) -> None:
-        """`prefect server start` on this stack's port and PREFECT_HOME (its SQLite database), once it answers."""
-        self.start("server", "server", "start", "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1])
+        """`prefect server start` on this stack's port and database, once it answers."""
+        port = self.url.rsplit(":", 1)[1]
+        self.start("server", "server", "start", "--host", "127.0.0.1", "--port", port, extra_env=self.server_env)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             try:
@@ -121,44 +126,50 @@ def ops_apply(stack: LocalStack, alert_url: str) -> str:
 
 @pytest.fixture
 def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    with running_stack(tmp_path) as stack:
+    """The deployments' stack on the production database, PostgreSQL, where it is installed (else SQLite, with a
+    warning); the other Prefect-server tests keep SQLite covered."""
+    with running_stack(tmp_path, postgres=True) as stack:
         yield stack
 
 
 @contextmanager
-def running_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    """A `prefect server start` on a free loopback port with its own PREFECT_HOME under tmp_path; workers and the
-    server are stopped on the way out."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": f"{url}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",  # workers poll every 2 s instead of 10: shorter waits, same path
-        "KERAS_HOME": str(tmp_path / "keras"),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-        "TUNEFLOW_WORK_DIR": str(REPO),  # the prefect.yaml pull step changes into it
-    }
-    env.pop("PREFECT_PROFILES_PATH", None)
-    stack = LocalStack(url=url, env=env, logs=logs)
-    try:
-        stack.start_server()
-        yield stack
-    finally:
-        drain_prefect_queues()
-        # Workers first, all at once (each may take its grace period to exit: 20 s apiece one after the other),
-        # then the server they talk to.
-        workers = [process for name, process in stack.processes.items() if name != "server"]
-        with ThreadPoolExecutor(max(1, len(workers))) as pool:
-            list(pool.map(lambda process: stop_process_group(process, grace_seconds=20), workers))
-        if "server" in stack.processes:
-            stop_process_group(stack.processes["server"], grace_seconds=20)
-    leftovers = [name for name, process in stack.processes.items() if process.poll() is None]
-    assert not leftovers, f"still running after the test: {leftovers}"
+def running_stack(tmp_path: Path, postgres: bool = False) -> Iterator[LocalStack]:
+    """A `prefect server start` on a free loopback port with its own PREFECT_HOME under tmp_path, on SQLite or, with
+    `postgres`, on a PostgreSQL of its own (tests/prefect_database.py); workers, the server and its database are
+    stopped on the way out."""
+    database = server_database(f"the stack in {tmp_path.name}") if postgres else nullcontext({})
+    with database as server_env:
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        url = f"http://127.0.0.1:{free_port()}"
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT_API_URL": f"{url}/api",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",  # as make stack: SQLite's lock errors show in server.log
+            "PREFECT_WORKER_QUERY_SECONDS": "2",  # workers poll every 2 s instead of 10: shorter waits, same path
+            "KERAS_HOME": str(tmp_path / "keras"),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "TUNEFLOW_WORK_DIR": str(REPO),  # the prefect.yaml pull step changes into it
+        }
+        env.pop("PREFECT_PROFILES_PATH", None)
+        stack = LocalStack(url=url, env=env, logs=logs, server_env=server_env)
+        try:
+            stack.start_server()
+            yield stack
+        finally:
+            drain_prefect_queues()
+            # Workers first, all at once (each may take its grace period to exit: 20 s apiece one after the other),
+            # then the server they talk to.
+            workers = [process for name, process in stack.processes.items() if name != "server"]
+            with ThreadPoolExecutor(max(1, len(workers))) as pool:
+                list(pool.map(lambda process: stop_process_group(process, grace_seconds=20), workers))
+            if "server" in stack.processes:
+                stop_process_group(stack.processes["server"], grace_seconds=20)
+        leftovers = [name for name, process in stack.processes.items() if process.poll() is None]
+        assert not leftovers, f"still running after the test: {leftovers}"
 
 
 def wait_for_final_state(client, flow_run_id, timeout_s: float, stack: LocalStack, worker: str):

@@ -12,7 +12,8 @@ set -euo pipefail
 
 PG_USER_AS_ROOT="${TUNEFLOW_PG_USER:-postgres}"
 START_TIMEOUT_S="${PG_START_TIMEOUT_S:-60}"
-INSTALL_HINT="install Debian's package (as root): apt-get update && apt-get install -y postgresql; or set PG_BIN to the folder holding initdb, pg_ctl and postgres"
+INSTALL_HINT="install Debian's package (as root): apt-get update && apt-get install -y postgresql;"
+INSTALL_HINT+=" or set PG_BIN to the folder holding initdb, pg_ctl and postgres"
 
 die() { echo "postgres: $*" >&2; exit 1; }
 say() { echo "postgres: $*" >&2; }
@@ -49,7 +50,9 @@ ensure_owner_exists() {
   id -u "$PG_USER_AS_ROOT" >/dev/null 2>&1 && return 0
   say "creating the system user $PG_USER_AS_ROOT to own the cluster (PostgreSQL refuses to run as root)"
   useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
-    "$PG_USER_AS_ROOT" || die "could not create the system user $PG_USER_AS_ROOT; create it, or set TUNEFLOW_PG_USER to an unprivileged user"
+    "$PG_USER_AS_ROOT" \
+    || die "could not create the system user $PG_USER_AS_ROOT; create it, or set TUNEFLOW_PG_USER to another" \
+      "unprivileged user"
 }
 
 free_port() {
@@ -83,7 +86,8 @@ start() {
   chown "$owner" "$dir" "$dir/socket"
   chmod 700 "$dir/socket"  # only the owner (and root) may use the socket, where local connections need no password
   as_owner test -w "$dir" \
-    || die "the user $owner cannot write to $dir: a folder above it is not searchable by others (chmod o+x it), or use a DIR elsewhere"
+    || die "the user $owner cannot write to $dir: a folder above it is not searchable by others" \
+      "(chmod o+x it), or use a DIR elsewhere"
 
   if [[ ! -f "$dir/data/PG_VERSION" ]]; then
     say "creating a cluster in $dir/data ($("$BIN/postgres" --version), owner $owner)"

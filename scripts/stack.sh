@@ -37,7 +37,8 @@ PG_DIR="$STACK/postgres"
 DB="${DB:-}"
 case "$DB" in
   ""|sqlite|postgres) ;;
-  *) die "unknown DB=$DB: use DB=sqlite (the default, a file under data/stack/home) or DB=postgres (PostgreSQL, started under data/stack/postgres)" ;;
+  *) die "unknown DB=$DB: use DB=sqlite (the default, a file under data/stack/home) or DB=postgres" \
+       "(PostgreSQL, started under data/stack/postgres)" ;;
 esac
 # Whatever database the caller's environment names, the stack's server uses the one DB chooses.
 unset PREFECT_API_DATABASE_CONNECTION_URL PREFECT_SERVER_DATABASE_CONNECTION_URL

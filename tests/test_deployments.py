@@ -1,14 +1,14 @@
 """The deployments of prefect.yaml on a real `prefect server start`: a new Drive revision retrains on the gpu pool.
 
-Everything a user would run, started by the test on free loopback ports with a temporary PREFECT_HOME: the
-server (on a PostgreSQL of its own, started as `make stack DB=postgres` starts it, where PostgreSQL is installed:
-tests/prefect_database.py), `tuneflow ops apply` (work pools, alert webhook, automations of ops/), `prefect --no-prompt deploy --all`
-from the real prefect.yaml, a process worker per pool, the Drive emulator serving a tiny dataset and a webhook
-receiver standing in for Slack. The sensor deployment runs on the cpu worker; for a new revision it must start
-exactly one run of the retrain deployment on the gpu worker, with the new file ID and revision as parameters;
-the server is restarted while that run trains, and the run must still complete and promote its model. The
-automations must post the promotion and a failed run to the webhook. Then a run cancelled while it trains must
-leave no training process behind. The test's finalizers stop every process group it started.
+Everything a user would run, started by the test on free loopback ports with a temporary PREFECT_HOME: the server
+(on a PostgreSQL of its own, started as `make stack DB=postgres` starts it, where PostgreSQL is installed:
+tests/prefect_database.py), `tuneflow ops apply` (work pools, alert webhook, automations of ops/), `prefect
+--no-prompt deploy --all` from the real prefect.yaml, a process worker per pool, the Drive emulator serving a tiny
+dataset and a webhook receiver standing in for Slack. The sensor deployment runs on the cpu worker; for a new
+revision it must start exactly one run of the retrain deployment on the gpu worker, with the new file ID and
+revision as parameters; the server is restarted while that run trains, and the run must still complete and promote
+its model. The automations must post the promotion and a failed run to the webhook. Then a run cancelled while it
+trains must leave no training process behind. The test's finalizers stop every process group it started.
 """
 
 from __future__ import annotations

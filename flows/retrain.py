@@ -23,7 +23,7 @@ from tuneflow.config import RetrainConfig
 from tuneflow.records import RunSummary
 from tuneflow.runs.folders import check_archive_of_run
 from tuneflow.sources import parse_drive_source
-from tuneflow.storage import DECODED_CACHE, PREPARED_CACHE, RUN_DATASET_FOLDER
+from tuneflow.storage import DECODED_CACHE, PREPARED_CACHE, RUN_DATASET_FOLDER, check_data_root_persists
 
 
 RUN_TIMEOUT_VARIABLE = "TUNEFLOW_RUN_TIMEOUT_HOURS"
@@ -62,6 +62,8 @@ def retrain(
     already produced a model version is not trained again: the run ends at once, pointing at that version.
     """
     config = for_drive_upload(config, drive_file_id)
+    # Before any step: a kept step's result storage is a folder under data_root, which a refused run must not create.
+    check_data_root_persists(config.data_root, config.allow_ephemeral_data_root)
     keep = results_kept_in(config.data_root)  # where a retry of this run, on any worker, finds the finished steps
     keys = ArtifactKeys.for_dataset(config.dataset_name)
     watched_file = parse_drive_source(config.source)

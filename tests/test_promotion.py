@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -226,12 +227,21 @@ def test_a_version_is_a_hard_link_to_the_run_model_not_a_second_copy(tmp_path):
     assert (version / MODEL_FILE).read_bytes() == b"model A" * 1000
 
 
-def test_a_model_on_another_filesystem_is_copied_and_the_log_says_so(tmp_path):
+def test_a_model_on_another_filesystem_is_copied_and_the_log_says_so(tmp_path, monkeypatch):
     memory = Path("/dev/shm")
-    if not memory.is_dir() or memory.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("needs /dev/shm on a filesystem of its own, as Linux mounts it, to store across filesystems")
+    if memory.is_dir() and memory.stat().st_dev != tmp_path.stat().st_dev:
+        other_filesystem = Path(tempfile.mkdtemp(dir=memory))  # a real second filesystem, as Linux mounts /dev/shm
+    else:
+        # No second filesystem here (a container without /dev/shm): the kernel's answer to a hard link across
+        # filesystems, EXDEV, given by os.link itself.
+        other_filesystem = Path(tempfile.mkdtemp(dir=tmp_path))
+
+        def link_across_filesystems(source, target):
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(source))
+
+        monkeypatch.setattr("tuneflow.registry.versions.os.link", link_across_filesystems)
     data_root = tmp_path / "data"
-    run = fake_model_folder(Path(tempfile.mkdtemp(dir=memory)) / "run-a", b"model A" * 1000)
+    run = fake_model_folder(other_filesystem / "run-a", b"model A" * 1000)
     try:
         told = []
         version = store_version(run, data_root, "v1", {}, notify=told.append)

@@ -115,7 +115,8 @@ class PhotosReused(Event):
 
 
 class PhotosDecoding(Event):
-    """The decoding pass is under way: `done` of `images` photos decoded, reported every `step` photos."""
+    """Decoding into the store is under way (in the first epoch, or in a pass before it): `done` of `images` photos
+    decoded, `step` of them since the last report."""
 
     event: Literal["cache"] = "cache"
     state: Literal["decoding"] = "decoding"
@@ -127,7 +128,7 @@ class PhotosDecoding(Event):
 
 
 class PhotosDecoded(Event):
-    """The decoding pass finished: every photo of the split is in the store."""
+    """Decoding finished: every photo of the split is in the store."""
 
     event: Literal["cache"] = "cache"
     state: Literal["complete"] = "complete"

@@ -2,7 +2,7 @@
 
     <store root>/<image_size>px-v<decoder version>-tf<TensorFlow version>/<sha256[:2]>/<sha256>.tensor
     <store root>/<image_size>px-v<decoder version>-tf<TensorFlow version>/.staging-<pid>-<token>/
-                                                   a decoding pass's files until written whole
+                                                   decoded photos until written whole
 """
 
 from __future__ import annotations

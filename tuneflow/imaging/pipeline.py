@@ -1,5 +1,6 @@
-"""The tf.data input pipelines training and evaluation read photos through: a file list, decoded once into the
-store (tuneflow.imaging.decoded_cache), then read back in parallel, batched and prefetched."""
+"""The tf.data input pipelines training and evaluation read photos through: each photo decoded once into the
+store (tuneflow.imaging.decoded_cache), during training's first epoch (tuneflow.imaging.first_epoch) or in a pass
+before it, then read back in parallel, batched and prefetched."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tuneflow.events import Emit
-from tuneflow.imaging.decoded_cache import ensure_decoded_cache, read_cached
+from tuneflow.events import Emit, PhotosReused
+from tuneflow.imaging.decoded_cache import (
+    decoding_threads, ensure_decoded_cache, fixed_parallelism, read_cached, survey_store)
+from tuneflow.imaging.first_epoch import PREFETCH_BATCHES, FirstEpochDecoder
 
 
 def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -34,28 +37,43 @@ def make_input_pipeline(
     drop_remainder: bool = False,
     emit: Emit = lambda event: None,
     name: str = "",
+    decode_in_first_epoch: bool = True,
 ) -> tf.data.Dataset:
-    """Decode every photo the store at cache_dir lacks (tuneflow.imaging.decoded_cache), then: the file list reshuffled
-    every epoch (seeded), cached pixels read in parallel, batch, prefetch.
+    """Batches of (pixels, one-hot label), reshuffled every epoch (seeded) when `shuffle`; each photo the store at
+    cache_dir lacks decoded once: in the first epoch (tuneflow.imaging.first_epoch), or, without
+    `decode_in_first_epoch` (training across machines), in a pass before this returns. Every later epoch reads the
+    store: the file list reshuffled, cached pixels read in parallel, batch, prefetch.
 
-    Memory stays a few batches whatever the dataset's size: what is shuffled is the list of cache files, a few
-    bytes per photo, never the decoded images.
+    Memory stays a few batches whatever the dataset's size: what is shuffled is the list of photos, a few bytes
+    each, never the decoded images.
     """
-    files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=name)
+    if decode_in_first_epoch:
+        survey = survey_store(paths, image_size, cache_dir)
+        if survey.missing:
+            decoder = FirstEpochDecoder(paths, labels, survey, image_size, seed, shuffle, emit, name)
+            return with_sharding(decoder.dataset(num_classes, batch_size, drop_remainder))
+        emit(PhotosReused(name=name, images=len(paths)))
+        files = [str(file) for file in survey.files]
+    else:
+        files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=name)
     dataset = tf.data.Dataset.from_tensor_slices((files, labels))
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(
         lambda file, label: (read_cached(file, image_size), tf.one_hot(label, num_classes)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=decoding_threads(),
         deterministic=True,
     )
     # Batches stay uint8 (4x less to copy to the GPU); the model casts its input to float itself.
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return with_sharding(dataset.prefetch(PREFETCH_BATCHES).with_options(fixed_parallelism()))
+
+
+def with_sharding(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     # Across machines each one reads the file list (at the same path everywhere) and keeps its share of batches.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(options)
 
 
 def make_prediction_pipeline(
@@ -67,6 +85,6 @@ def make_prediction_pipeline(
     """
     files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=name)
     dataset = tf.data.Dataset.from_tensor_slices(files).map(
-        lambda file: read_cached(file, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        lambda file: read_cached(file, image_size), num_parallel_calls=decoding_threads(), deterministic=True
     )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(fixed_parallelism())

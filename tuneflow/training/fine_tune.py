@@ -84,8 +84,11 @@ def train_classifier(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     history_path = work_dir / HISTORY_FILE
 
+    # Across machines the photos are decoded before training starts: every machine then reads one file list, and
+    # the first epoch holds no Python step that a machine's dataset could not run.
     common = dict(num_classes=len(classes), image_size=settings.image_size, batch_size=settings.batch_size, seed=seed,
-                  emit=emit, cache_dir=decoded_store or work_dir / RUN_CACHE_FOLDER)
+                  emit=emit, cache_dir=decoded_store or work_dir / RUN_CACHE_FOLDER,
+                  decode_in_first_epoch=not across_machines)
     train_data = make_input_pipeline(train_paths, train_labels, shuffle=True, drop_remainder=across_machines,
                                      name="train", **common)
     val_data = make_input_pipeline(val_paths, val_labels, shuffle=False, name="val", **common)

@@ -3,7 +3,7 @@
 Three measurements on the worker itself: the training step (the real classifier on synthetic pixels, with the
 XLA and precision training would apply, both read back from the compiled model rather than assumed); the input
 pipeline on this machine's cores (tuneflow.imaging.pipeline on photos in the sizes and encodings of a real set,
-or on a prepared dataset), its first epoch (the decoding pass) and a later one; and the verdict: which of the
+or on a prepared dataset), its first epoch (decoding into the store) and a later one; and the verdict: which of the
 two is slower, and what to change.
 """
 
@@ -44,7 +44,7 @@ class PipelineReport(BaseModel):
     photos: int
     source: str
     cores: int
-    first_epoch_images_per_second: float  # the decoding pass into the store, then one read
+    first_epoch_images_per_second: float  # decoding into the store as it reads, building the pipeline included
     later_epoch_images_per_second: float  # reading decoded photos (page cache warm), batched
 
 

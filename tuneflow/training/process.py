@@ -155,7 +155,7 @@ def describe_event(event: ReceivedEvent) -> str | None:
             return (f"decoded {event.name} photos: all {event.images} cached for the epochs to come ({event.decoded} "
                     f"decoded now, {event.reused} decoded by an earlier run or attempt)")
         case PhotosDecoding(done=done, step=step, images=images):
-            # The decoding pass: logged at its start and at each quarter, not at every progress event.
+            # Decoding into the store: logged at its start and at each quarter, not at every progress event.
             if done == 0 or done * 4 // images != (done - step) * 4 // images:
                 reused = f" ({event.reused} more decoded by an earlier run or attempt)" if event.reused else ""
                 return f"decoding {event.name} photos into the cache: {done} of {images}{reused}"

@@ -226,3 +226,20 @@ def read_cached(file: tf.Tensor, image_size: int) -> tf.Tensor:
     """One photo's pixels from its cache file."""
     pixels = tf.io.parse_tensor(tf.io.read_file(file), tf.uint8)
     return tf.ensure_shape(pixels, (image_size, image_size, 3))
+
+
+def read_batches(files: list[str], labels: list[int], num_classes: int, image_size: int, batch_size: int, seed: int,
+                 shuffle: bool, drop_remainder: bool) -> tf.data.Dataset:
+    """Batches of (pixels, one-hot label) read from the store: the file list reshuffled every epoch (seeded) when
+    `shuffle`, cached pixels read in parallel. What every epoch reads once the store holds every photo.
+
+    Memory stays a few batches whatever the dataset's size: what is shuffled is the list of files, a few bytes per
+    photo, never the decoded images.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(lambda file, label: (read_cached(file, image_size), tf.one_hot(label, num_classes)),
+                          num_parallel_calls=decoding_threads(), deterministic=True)
+    # Batches stay uint8 (4x less to copy to the GPU); the model casts its input to float itself.
+    return dataset.batch(batch_size, drop_remainder=drop_remainder)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tuneflow.events import Emit, PhotosReused
 from tuneflow.imaging.decoded_cache import (
-    decoding_threads, ensure_decoded_cache, fixed_parallelism, read_cached, survey_store)
+    decoding_threads, ensure_decoded_cache, fixed_parallelism, read_batches, read_cached, survey_store)
 from tuneflow.imaging.first_epoch import PREFETCH_BATCHES, FirstEpochDecoder
 
 
@@ -42,10 +42,7 @@ def make_input_pipeline(
     """Batches of (pixels, one-hot label), reshuffled every epoch (seeded) when `shuffle`; each photo the store at
     cache_dir lacks decoded once: in the first epoch (tuneflow.imaging.first_epoch), or, without
     `decode_in_first_epoch` (training across machines), in a pass before this returns. Every later epoch reads the
-    store: the file list reshuffled, cached pixels read in parallel, batch, prefetch.
-
-    Memory stays a few batches whatever the dataset's size: what is shuffled is the list of photos, a few bytes
-    each, never the decoded images.
+    store (tuneflow.imaging.decoded_cache.read_batches), prefetched.
     """
     if decode_in_first_epoch:
         survey = survey_store(paths, image_size, cache_dir)
@@ -56,16 +53,7 @@ def make_input_pipeline(
         files = [str(file) for file in survey.files]
     else:
         files = ensure_decoded_cache(paths, image_size, cache_dir, emit, name=name)
-    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
-    if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(
-        lambda file, label: (read_cached(file, image_size), tf.one_hot(label, num_classes)),
-        num_parallel_calls=decoding_threads(),
-        deterministic=True,
-    )
-    # Batches stay uint8 (4x less to copy to the GPU); the model casts its input to float itself.
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = read_batches(files, labels, num_classes, image_size, batch_size, seed, shuffle, drop_remainder)
     return with_sharding(dataset.prefetch(PREFETCH_BATCHES).with_options(fixed_parallelism()))
 
 

@@ -7,10 +7,12 @@ once back from the store, and on a GPU worker the GPU waits through the whole pa
 mix at 224 px on 2 cores (`bench/training_bench.py`): a pass then a read-back did 630-730 photos/s, decoding in
 the first epoch 830-890.
 
-How one dataset does both: every epoch (every iterator Keras makes) starts with a call into Python,
-`epoch_elements`, that lists the epoch's photos in their order, each marked with what to do: read its cache file,
-or decode it with its decode plan (tuneflow.imaging.decoding; one branch a plan, so each decode runs without
-conditionals inside it) and write it into this pass's staging folder. After each batch, `commit_batch` renames
+How one dataset does both: every epoch (every iterator Keras makes) first asks Python whether the store still
+lacks photos. If it does, the epoch reads a pipeline that starts with a call into Python, `epoch_elements`, listing
+the epoch's photos in their order, each marked with what to do: read its cache file, or decode it with its decode
+plan (tuneflow.imaging.decoding; one branch a plan, so each decode runs without conditionals inside it) and write
+it into this pass's staging folder. If not, it reads the store as a run that finds every photo there does
+(tuneflow.imaging.decoded_cache.read_batches). After each batch, `commit_batch` renames
 the photos it decoded into place (a rename is atomic: a killed run never leaves a half-written photo under a
 photo's name, and keeps every batch it finished) and reports progress. A photo is read from the store only once
 a batch holding it was committed, so a photo whose batch was decoded but never reached (an epoch cut short) is
@@ -141,14 +143,14 @@ class FirstEpochDecoder:
                 return tf.identity(pixels), labels
 
         threads = decoding_threads()
-        # Built inside a flat_map, so that an epoch that reads only never instantiates the decoding functions
-        # (measured: 7-20 ms an epoch, most of a small dataset's later epoch).
+        # Built inside a flat_map, so that an epoch that only reads never instantiates the decoding functions (on a
+        # toy pipeline that saved 7 ms an epoch; starting an epoch here still costs 10-20 ms, against 3 for
+        # read_batches alone: nothing beside a real dataset's epoch).
         decoding = tf.data.Dataset.from_tensors(0).flat_map(
             lambda _: elements().map(load, num_parallel_calls=threads, deterministic=True)
             .batch(batch_size, drop_remainder=drop_remainder).map(commit))
         # Once the store holds every photo, epochs read it as a run that finds them all there does: without the
-        # branch per photo or the call into Python (measured: 15,000 photos/s against 11,000 through the branch, and
-        # 3 ms to start an epoch against 20).
+        # branch per photo or the call into Python (measured: 15,000 photos/s against 11,000 through the branch).
         reading = read_batches([str(file) for file in self.survey.files], self.labels, num_classes, size, batch_size,
                                self.seed, self.shuffle, drop_remainder)
         choice = tf.data.Dataset.from_tensors(0).flat_map(lambda _: tf.data.Dataset.from_tensors(

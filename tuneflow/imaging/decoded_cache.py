@@ -204,8 +204,7 @@ def decode_into_store(
 
     def decode_group(plan: DecodePlan, members: list[int]) -> tf.data.Dataset:
         def decode_and_write(index: tf.Tensor, source: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-            pixels = decode_with_plan(tf.io.read_file(source), image_size, plan)
-            with tf.control_dependencies([tf.io.write_file(target, tf.io.serialize_tensor(pixels))]):
+            with tf.control_dependencies([decode_into_file(source, target, image_size, plan)]):
                 return tf.identity(index)  # yielded once its file is written whole
 
         sources = tf.data.Dataset.from_tensor_slices(
@@ -220,6 +219,13 @@ def decode_into_store(
             os.replace(staged[index], files[index])
         done += len(written)
         emit(progress.model_copy(update={"done": done, "step": len(written)}))
+
+
+def decode_into_file(source: tf.Tensor, target: tf.Tensor, image_size: int, plan: DecodePlan) -> tf.Tensor:
+    """One photo decoded as `plan` says and written to `target` (a staging file): its pixels, once written."""
+    pixels = decode_with_plan(tf.io.read_file(source), image_size, plan)
+    with tf.control_dependencies([tf.io.write_file(target, tf.io.serialize_tensor(pixels))]):
+        return tf.identity(pixels)
 
 
 def read_cached(file: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -32,10 +32,10 @@ import tensorflow as tf
 
 from tuneflow.events import Emit, PhotosDecoded, PhotosDecoding
 from tuneflow.imaging.decoded_cache import (
-    PROGRESS_EVENTS_PER_PASS, StoreSurvey, decoding_threads, fixed_parallelism, new_staging_folder, read_batches,
-    read_cached)
+    PROGRESS_EVENTS_PER_PASS, StoreSurvey, decode_into_file, decoding_threads, fixed_parallelism, new_staging_folder,
+    read_batches, read_cached)
 from tuneflow.imaging.decoded_layout import CACHE_SUFFIX
-from tuneflow.imaging.decoding import DecodePlan, decode_with_plan, plan_decodes
+from tuneflow.imaging.decoding import DecodePlan, plan_decodes
 
 # Batches made ahead of the one training uses: enough to hide a slow batch, few enough to keep memory small.
 PREFETCH_BATCHES = 4
@@ -127,14 +127,10 @@ class FirstEpochDecoder:
             return (tf.data.Dataset.from_tensors(0).flat_map(epoch)
                     .apply(tf.data.experimental.assert_cardinality(len(self.paths))))
 
-        def decode(source: tf.Tensor, staged: tf.Tensor, plan: DecodePlan) -> tf.Tensor:
-            pixels = decode_with_plan(tf.io.read_file(source), size, plan)
-            with tf.control_dependencies([tf.io.write_file(staged, tf.io.serialize_tensor(pixels))]):
-                return tf.identity(pixels)
-
         def load(source, file, staged, branch, label):
             pixels = tf.switch_case(branch, [functools.partial(read_cached, file, size)]
-                                    + [functools.partial(decode, source, staged, plan) for plan in self.plans])
+                                    + [functools.partial(decode_into_file, source, staged, size, plan)
+                                       for plan in self.plans])
             return tf.ensure_shape(pixels, (size, size, 3)), tf.one_hot(label, num_classes), staged, file
 
         def commit(pixels, labels, staged, files):

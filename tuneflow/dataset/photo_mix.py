@@ -15,9 +15,11 @@ drawn from the real sizes (33 / 49 / 67 KB at the 10th / 50th / 90th percentile)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,10 +145,14 @@ def encode_photo(class_name: str, kind: PhotoKind, rng: random.Random) -> tuple[
 def write_photo_mix(
     root: Path, classes: tuple[str, ...], per_class: int, mix: tuple[PhotoKind, ...] = REAL_PHOTO_MIX
 ) -> Path:
-    """`root/train/<class>/<n>.<jpg|png>` in the mix; kept between runs (a marker says it is complete)."""
-    done = root / f".complete-{per_class}"
-    if done.exists():
+    """`root/train/<class>/<n>.<jpg|png>` in the mix; kept between runs (a marker says it is complete, for how many
+    photos per class, which classes and which mix)."""
+    done = root / ".complete"
+    recipe = f"{per_class} per class of {', '.join(classes)}, mix {hashlib.sha256(repr(mix).encode()).hexdigest()[:12]}"
+    if done.is_file() and done.read_text() == recipe:
         return root
+    # Photos of another count (or of a run cut short) would be listed with these: start from an empty folder.
+    shutil.rmtree(root, ignore_errors=True)
     for class_name in classes:
         folder = root / "train" / class_name
         folder.mkdir(parents=True, exist_ok=True)
@@ -154,7 +160,7 @@ def write_photo_mix(
         for number, kind in enumerate(photo_kinds_for(per_class, mix)):
             data, suffix = encode_photo(class_name, kind, rng)
             (folder / f"{number:05d}{suffix}").write_bytes(data)
-    done.touch()
+    done.write_text(recipe)
     return root
 
 

@@ -17,8 +17,9 @@ milliseconds per photo are printed beside the wall-clock rates: they move less w
 machine (the TensorFlow threads' idle spinning counts as CPU too, so compare them only within one run). Each
 round's first-epoch rates are printed too: on a 2-core machine keras' loader runs at one of two speeds, as
 tf.data's autotuner happens to settle (one core busy or both), and the best of the rounds is its faster one
-when any round caught it. `--store DIR` puts the decoded store elsewhere than beside the photos (another disk,
-or /dev/shm to see what writing it costs on this one).
+when any round caught it. `--store DIR` puts the decoded stores elsewhere than beside the photos (another disk,
+or /dev/shm to see what writing them costs on this one). Every round and row writes a new store, all deleted at the
+end: on a disk without a journal, files created soon after thousands were deleted cost the kernel up to 1 ms each.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -112,10 +114,16 @@ def main() -> None:
     best = {row: [0.0, 0.0] for row in rows}
     cpu = {row: [float("inf")] * 2 for row in rows}
     first_epochs: dict[str, list[float]] = {row: [] for row in rows}
-    store = Path(options.store) / "decoded" if options.store else root.parent / "decoded"
+    # A new, empty store for every round and row, all deleted at the end, not each before the next: a file created
+    # soon after thousands were deleted costs up to 1 ms of kernel time on ext4 without a journal (this machine's
+    # disk; the kernel scans past every inode deleted in the last 30 s to 5 minutes), and a user's first run follows
+    # no such deletion. A fresh store also keeps a weekly row from reading the store of the row before it.
+    stores_in = Path(options.store) if options.store else root.parent
+    stores_in.mkdir(parents=True, exist_ok=True)
+    stores = Path(tempfile.mkdtemp(prefix="bench-decoded-stores-", dir=stores_in))
     for round_number in range(options.rounds):
         for row in rows:
-            shutil.rmtree(store, ignore_errors=True)
+            store = stores / f"round{round_number}-{row}"
             if row == "weekly":
                 # What last week's run left in data_root/cache/decoded/, read back from disk, not from memory.
                 ensure_decoded_cache([paths[i] for i in last_week], IMAGE_SIZE, store)
@@ -136,7 +144,7 @@ def main() -> None:
             first_epochs[row].append(count / seconds[0][0])
             cpu[row] = [min(c, 1000 * used / count) for c, (_, used) in zip(cpu[row], seconds)]
             del dataset
-    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(stores, ignore_errors=True)
     print(f"\ninput pipeline, {count} photos -> {IMAGE_SIZE} px batches of {BATCH} "
           f"(images/s and CPU ms per photo, best of {options.rounds} interleaved rounds)")
     print(f"{'':38}{'epoch 1':>9}{'epoch 2':>9}{'CPU ms 1':>10}{'CPU ms 2':>10}{'e1 vs keras':>13}{'e2 vs keras':>13}")
